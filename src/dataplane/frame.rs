@@ -1,0 +1,150 @@
+//! The packet buffer the pipeline rewrites in place.
+//!
+//! Drivers own their buffers (a TPACKET ring copy, an AF_XDP UMEM frame, a
+//! DPDK mbuf); the pipeline only needs to read and write the frame's bytes
+//! and to grow it at the front for IP-in-IP, so that is all [`FrameBuf`]
+//! asks. [`PacketBuf`] is the plain heap implementation used by the memory
+//! and pcap ports, the benchmarks and the tests.
+
+/// Bytes reserved in front of a frame so that an outer IPv6 header (40
+/// bytes) plus a VLAN-tagged Ethernet header fit without moving the packet.
+pub const HEADROOM: usize = 128;
+
+/// Largest frame a [`PacketBuf`] holds (jumbo frames are not supported).
+pub const MAX_FRAME: usize = 2048;
+
+/// A frame that the pipeline can read, rewrite and grow at the front.
+pub trait FrameBuf {
+    /// The frame, starting at the Ethernet header.
+    fn bytes(&self) -> &[u8];
+    /// The frame, mutable.
+    fn bytes_mut(&mut self) -> &mut [u8];
+    /// Grows the frame by `n` bytes at the front (the new bytes are
+    /// unspecified). Returns false, changing nothing, when the headroom is
+    /// too small.
+    fn prepend(&mut self, n: usize) -> bool;
+    /// Removes `n` bytes from the front. Returns false, changing nothing,
+    /// when the frame is shorter than `n`.
+    fn trim_front(&mut self, n: usize) -> bool;
+    /// Sets the length of the frame (shrinking, or growing into tailroom).
+    /// Returns false, changing nothing, when `len` does not fit.
+    fn set_len(&mut self, len: usize) -> bool;
+}
+
+/// A heap buffer with fixed headroom: the frame lives in
+/// `data[start..start + len]`.
+#[derive(Clone)]
+pub struct PacketBuf {
+    data: Box<[u8]>,
+    start: usize,
+    len: usize,
+}
+
+impl PacketBuf {
+    /// An empty buffer with [`HEADROOM`] in front and room for
+    /// [`MAX_FRAME`] bytes.
+    pub fn new() -> Self {
+        PacketBuf {
+            data: vec![0u8; HEADROOM + MAX_FRAME].into_boxed_slice(),
+            start: HEADROOM,
+            len: 0,
+        }
+    }
+
+    /// A buffer holding a copy of `frame`, truncated to [`MAX_FRAME`].
+    pub fn from_slice(frame: &[u8]) -> Self {
+        let mut buf = PacketBuf::new();
+        buf.load(frame);
+        buf
+    }
+
+    /// Replaces the content with a copy of `frame` (truncated to
+    /// [`MAX_FRAME`]) and restores the full headroom. Reuses the allocation.
+    pub fn load(&mut self, frame: &[u8]) {
+        let n = frame.len().min(MAX_FRAME);
+        self.start = HEADROOM;
+        self.len = n;
+        self.data[HEADROOM..HEADROOM + n].copy_from_slice(&frame[..n]);
+    }
+
+    /// Number of bytes in the frame.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when the frame holds no byte.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl Default for PacketBuf {
+    fn default() -> Self {
+        PacketBuf::new()
+    }
+}
+
+impl core::fmt::Debug for PacketBuf {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("PacketBuf")
+            .field("headroom", &self.start)
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+impl FrameBuf for PacketBuf {
+    fn bytes(&self) -> &[u8] {
+        &self.data[self.start..self.start + self.len]
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        &mut self.data[self.start..self.start + self.len]
+    }
+
+    fn prepend(&mut self, n: usize) -> bool {
+        if n > self.start {
+            return false;
+        }
+        self.start -= n;
+        self.len += n;
+        true
+    }
+
+    fn trim_front(&mut self, n: usize) -> bool {
+        if n > self.len {
+            return false;
+        }
+        self.start += n;
+        self.len -= n;
+        true
+    }
+
+    fn set_len(&mut self, len: usize) -> bool {
+        if self.start + len > self.data.len() {
+            return false;
+        }
+        self.len = len;
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prepend_and_trim_keep_bytes() {
+        let mut b = PacketBuf::from_slice(&[1, 2, 3]);
+        assert!(b.prepend(2));
+        b.bytes_mut()[..2].copy_from_slice(&[9, 8]);
+        assert_eq!(b.bytes(), &[9, 8, 1, 2, 3]);
+        assert!(b.trim_front(2));
+        assert_eq!(b.bytes(), &[1, 2, 3]);
+        assert!(!b.prepend(HEADROOM + 1));
+        assert!(!b.trim_front(4));
+        assert!(b.set_len(1));
+        assert_eq!(b.bytes(), &[1]);
+        assert!(!b.set_len(MAX_FRAME + 1));
+    }
+}

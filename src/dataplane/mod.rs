@@ -1,0 +1,10 @@
+//! The data plane: what happens to a packet between receive and send.
+//!
+//! `pipeline` is one sans-IO function over a burst; `maglev` and `flow` are
+//! its two lookups; `stats` is the per-worker memory it counts into.
+
+pub mod flow;
+pub mod frame;
+pub mod maglev;
+pub mod pipeline;
+pub mod stats;
