@@ -12,5 +12,6 @@
 pub mod control;
 pub mod dataplane;
 pub mod io;
+pub mod replay;
 pub mod snapshot;
 pub mod wire;

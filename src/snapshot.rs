@@ -1,1 +1,272 @@
-//! TODO
+//! The immutable service table and the one read-copy-update cell that
+//! publishes it.
+//!
+//! The control plane builds a complete [`Snapshot`] (services, versions,
+//! VIPs, backends with their next hops, Maglev tables) and swaps it in with
+//! one atomic pointer store. A worker loads it once per burst: it sees the
+//! old or the new table, never a mix, and a publish never waits for a
+//! worker. Dependencies point one way: `control` writes snapshots, the
+//! `dataplane` reads them.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use crate::control::config::{Forwarding, PortSpec, Protocol};
+use crate::dataplane::maglev::MaglevTable;
+
+/// Upper bound on live versions: per-worker counters are preallocated for
+/// this many slots so that nothing is resized on the fast path.
+pub const MAX_VERSIONS: usize = 65536;
+
+/// Where a version is in its life (SPEC §2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VersionState {
+    /// In DNS, forwards.
+    Active,
+    /// Out of DNS, still forwards old and new flows to its VIPs.
+    Draining,
+    /// VIP withdrawn: never in a snapshot, kept for the record only.
+    Released,
+}
+
+impl VersionState {
+    /// The lower-case name used in the API, metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VersionState::Active => "active",
+            VersionState::Draining => "draining",
+            VersionState::Released => "released",
+        }
+    }
+}
+
+/// Settings of the data path that every worker needs per packet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataplaneSettings {
+    /// Egress MTU: the largest IP packet (outer header included) we send.
+    pub mtu: u16,
+    /// Outer source address for IPv4 outer headers (`ipip`).
+    pub encap_source_v4: Option<Ipv4Addr>,
+    /// Outer source address for IPv6 outer headers (`ipip`).
+    pub encap_source_v6: Option<Ipv6Addr>,
+    /// MAC address of the gateway for backends that are not on-link
+    /// (`ipip` only); `None` means every backend must be a neighbour.
+    pub gateway_mac: Option<[u8; 6]>,
+}
+
+/// A service as the data plane needs it.
+#[derive(Debug, Clone)]
+pub struct ServiceEntry {
+    /// `web` in `web.svc.example.`.
+    pub name: Arc<str>,
+    /// How packets reach this service's backends.
+    pub forwarding: Forwarding,
+    /// The (protocol, port) pairs served on every VIP of the service,
+    /// sorted; a handful, so a linear scan beats a hash.
+    pub ports: Vec<PortSpec>,
+}
+
+impl ServiceEntry {
+    /// True when the service listens on `port` for `protocol`.
+    #[inline]
+    pub fn serves(&self, protocol: Protocol, port: u16) -> bool {
+        self.ports
+            .iter()
+            .any(|p| p.protocol == protocol && p.port == port)
+    }
+
+    /// True when the service has any port of `protocol` (for non-first
+    /// fragments, which carry no port).
+    #[inline]
+    pub fn serves_protocol(&self, protocol: Protocol) -> bool {
+        self.ports.iter().any(|p| p.protocol == protocol)
+    }
+}
+
+/// A backend of a version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backend {
+    /// The backend's address: the outer destination for `ipip`.
+    pub addr: IpAddr,
+    /// The MAC the frame is sent to: the backend's own for `l2dsr` and
+    /// on-link `ipip` backends, the gateway's otherwise. `None` while the
+    /// next hop is unresolved: packets are dropped as `no_neighbor`.
+    pub next_hop: Option<[u8; 6]>,
+    /// Health-check verdict; an unhealthy backend gets no new flows.
+    pub healthy: bool,
+}
+
+/// A version of a service: immutable once created, health aside.
+#[derive(Debug, Clone)]
+pub struct VersionEntry {
+    /// Dense index below [`MAX_VERSIONS`], stable for the version's life;
+    /// indexes per-worker counters.
+    pub slot: u32,
+    /// Unique forever: tells a reused slot from its previous occupant.
+    pub uid: u64,
+    /// Index into [`Snapshot::services`].
+    pub service: u32,
+    /// Version number within the service (1, 2, ...).
+    pub id: u32,
+    pub state: VersionState,
+    /// One per family.
+    pub vips: Vec<IpAddr>,
+    pub backends: Vec<Backend>,
+    /// Built over `backends` with the unhealthy ones disabled; shared
+    /// between snapshots while the version's health does not change.
+    pub maglev: Arc<MaglevTable>,
+}
+
+/// The whole service table as one immutable value.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// Raised by one on every publish.
+    pub generation: u64,
+    pub settings: DataplaneSettings,
+    pub services: Vec<ServiceEntry>,
+    /// Indexed by slot; `None` for a free slot.
+    versions: Vec<Option<VersionEntry>>,
+    /// VIP → slot of the version holding it. One VIP belongs to one version
+    /// (the pools guarantee it), so the port is checked after the lookup.
+    vips: hashbrown::HashMap<IpAddr, u32, ahash::RandomState>,
+}
+
+/// Why a snapshot could not be built.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SnapshotError {
+    #[error("version slot {0} is out of range (max {MAX_VERSIONS})")]
+    SlotOutOfRange(u32),
+    #[error("version slot {0} is used twice")]
+    SlotTaken(u32),
+    #[error("VIP {0} is held by two versions")]
+    VipTaken(IpAddr),
+    #[error("version in slot {slot} names service {service}, which does not exist")]
+    NoService { slot: u32, service: u32 },
+    #[error("version in slot {0} is released: released versions are not published")]
+    Released(u32),
+}
+
+impl Snapshot {
+    /// Builds a snapshot, checking the invariants the fast path relies on:
+    /// slots in range and unique, every VIP held once, services exist.
+    pub fn new(
+        generation: u64,
+        settings: DataplaneSettings,
+        services: Vec<ServiceEntry>,
+        versions: Vec<VersionEntry>,
+    ) -> Result<Snapshot, SnapshotError> {
+        let max_slot = versions.iter().map(|v| v.slot).max().map_or(0, |s| s as usize + 1);
+        let mut slots: Vec<Option<VersionEntry>> = vec![None; max_slot];
+        let mut vips = hashbrown::HashMap::with_hasher(ahash::RandomState::new());
+        for v in versions {
+            let idx = v.slot as usize;
+            if idx >= MAX_VERSIONS {
+                return Err(SnapshotError::SlotOutOfRange(v.slot));
+            }
+            if v.service as usize >= services.len() {
+                return Err(SnapshotError::NoService {
+                    slot: v.slot,
+                    service: v.service,
+                });
+            }
+            if v.state == VersionState::Released {
+                return Err(SnapshotError::Released(v.slot));
+            }
+            if slots[idx].is_some() {
+                return Err(SnapshotError::SlotTaken(v.slot));
+            }
+            for vip in &v.vips {
+                if vips.insert(*vip, v.slot).is_some() {
+                    return Err(SnapshotError::VipTaken(*vip));
+                }
+            }
+            slots[idx] = Some(v);
+        }
+        Ok(Snapshot {
+            generation,
+            settings,
+            services,
+            versions: slots,
+            vips,
+        })
+    }
+
+    /// An empty table: every packet is `no_service`.
+    pub fn empty(settings: DataplaneSettings) -> Snapshot {
+        Snapshot {
+            generation: 0,
+            settings,
+            services: Vec::new(),
+            versions: Vec::new(),
+            vips: hashbrown::HashMap::with_hasher(ahash::RandomState::new()),
+        }
+    }
+
+    /// The version that holds `vip`, if any. One hash probe.
+    #[inline]
+    pub fn version_for_vip(&self, vip: &IpAddr) -> Option<&VersionEntry> {
+        let slot = *self.vips.get(vip)?;
+        self.versions.get(slot as usize)?.as_ref()
+    }
+
+    /// The version in `slot`.
+    #[inline]
+    pub fn version(&self, slot: u32) -> Option<&VersionEntry> {
+        self.versions.get(slot as usize)?.as_ref()
+    }
+
+    /// All live versions, in slot order.
+    pub fn versions(&self) -> impl Iterator<Item = &VersionEntry> {
+        self.versions.iter().flatten()
+    }
+
+    /// The service a version belongs to.
+    #[inline]
+    pub fn service(&self, index: u32) -> Option<&ServiceEntry> {
+        self.services.get(index as usize)
+    }
+
+    /// One past the highest slot in use: per-slot arrays this long cover
+    /// every version of the snapshot.
+    pub fn slot_count(&self) -> usize {
+        self.versions.len()
+    }
+}
+
+/// The one read-copy-update cell between control and data plane.
+///
+/// `load` is wait-free and does not allocate; `publish` swaps the pointer
+/// and the old snapshot is freed when the last worker drops its guard.
+#[derive(Debug)]
+pub struct SnapshotCell {
+    inner: ArcSwap<Snapshot>,
+}
+
+impl SnapshotCell {
+    /// A cell holding `snapshot`.
+    pub fn new(snapshot: Snapshot) -> SnapshotCell {
+        SnapshotCell {
+            inner: ArcSwap::from_pointee(snapshot),
+        }
+    }
+
+    /// The current snapshot, for one burst. Hold the guard for the burst
+    /// only: a worker that kept it would keep released versions alive.
+    #[inline]
+    pub fn load(&self) -> arc_swap::Guard<Arc<Snapshot>> {
+        self.inner.load()
+    }
+
+    /// The current snapshot as an owned reference (control plane use).
+    pub fn load_full(&self) -> Arc<Snapshot> {
+        self.inner.load_full()
+    }
+
+    /// Makes `snapshot` the current one for every worker's next burst.
+    pub fn publish(&self, snapshot: Snapshot) {
+        self.inner.store(Arc::new(snapshot));
+    }
+}

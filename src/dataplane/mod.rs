@@ -7,4 +7,5 @@ pub mod flow;
 pub mod frame;
 pub mod maglev;
 pub mod pipeline;
+pub mod rewrite;
 pub mod stats;

@@ -1,1 +1,415 @@
-//! TODO
+//! One burst through the data path: parse, find the version, pick the
+//! backend, rewrite.
+//!
+//! [`Pipeline::process`] is sans-IO: it takes the time and a burst of
+//! frames and writes one [`Verdict`] per frame; it never reads a clock or a
+//! socket. That is what lets the same code run under criterion, in
+//! `cutover replay`, in the tests and on a NIC. Per packet it takes no lock,
+//! allocates nothing and touches only this worker's memory.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use crate::control::config::{Forwarding, Protocol};
+use crate::dataplane::flow::{hash_3tuple, FlowKey, FlowTable, FlowTimeouts, VersionRef};
+use crate::dataplane::frame::{FrameBuf, PacketBuf};
+use crate::dataplane::rewrite;
+use crate::dataplane::stats::{DropReason, WorkerStats};
+use crate::snapshot::{Snapshot, VersionEntry, MAX_VERSIONS};
+use crate::wire::ethernet::{self, EtherType};
+use crate::wire::ip::IpProtocol;
+use crate::wire::{ipv4, ipv6, tcp, udp};
+
+/// What becomes of one frame of a burst.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Rewritten towards a backend: transmit.
+    Forward,
+    /// Replaced in place by an ICMP error for its sender: transmit.
+    Reply,
+    /// Not sent; counted under the reason.
+    Drop(DropReason),
+}
+
+impl Verdict {
+    /// True when the frame goes to the transmit queue.
+    #[inline]
+    pub fn is_tx(self) -> bool {
+        matches!(self, Verdict::Forward | Verdict::Reply)
+    }
+}
+
+/// Sizing of one worker's pipeline.
+#[derive(Debug, Clone, Copy)]
+pub struct PipelineOptions {
+    /// Flow-table entries (`flow_table_size`).
+    pub flow_table_size: usize,
+    /// Idle timeouts of the flow table.
+    pub timeouts: FlowTimeouts,
+    /// Largest burst the caller passes: sizes the spare buffers for outer
+    /// fragments.
+    pub burst: usize,
+}
+
+/// How often the per-version active-flow gauges are refreshed from the
+/// flow table (ns). Drain decisions are made on a scale of seconds.
+const FLOW_GAUGE_PERIOD_NS: u64 = 100_000_000;
+
+/// Expired flow entries removed per burst at most: bounded work per poll.
+const EXPIRE_BUDGET: usize = 64;
+
+/// The state of one worker's data path: its flow table, its counters and
+/// the spare buffers for fragments.
+pub struct Pipeline {
+    flows: FlowTable,
+    stats: Arc<WorkerStats>,
+    /// Generation of the snapshot whose versions are bound to the flow
+    /// table's and the counters' slots; `u64::MAX` before the first burst.
+    bound_generation: u64,
+    /// Second and later fragments of outer packets made in this burst.
+    extra: Vec<PacketBuf>,
+    /// Preallocated buffers for `extra`.
+    spare: Vec<PacketBuf>,
+    /// Identification of the outer IPv4/IPv6 fragments we make.
+    frag_ident: u32,
+    last_gauge_ns: u64,
+}
+
+/// What the parser learnt of a frame; offsets index the frame's bytes.
+pub(crate) struct Parsed {
+    /// Offset of the IP header (= length of the Ethernet header).
+    pub(crate) l3: usize,
+    /// Length of the IP packet from its header's length fields (Ethernet
+    /// padding excluded).
+    pub(crate) ip_len: usize,
+    pub(crate) src: IpAddr,
+    pub(crate) dst: IpAddr,
+    pub(crate) protocol: IpProtocol,
+    /// Source and destination port; `None` for non-first fragments.
+    pub(crate) ports: Option<(u16, u16)>,
+    /// Part of a fragmented datagram (IPv4 MF/offset, IPv6 fragment header).
+    pub(crate) fragment: bool,
+    /// IPv4 DF bit (always true for IPv6: routers never fragment it).
+    pub(crate) dont_frag: bool,
+    pub(crate) syn: bool,
+    pub(crate) fin: bool,
+    pub(crate) rst: bool,
+    pub(crate) ack: bool,
+}
+
+impl Pipeline {
+    /// A pipeline counting into `stats`; everything it needs later is
+    /// allocated here.
+    pub fn new(opts: PipelineOptions, stats: Arc<WorkerStats>) -> Pipeline {
+        let spare_count = opts.burst.saturating_mul(4).max(8);
+        Pipeline {
+            flows: FlowTable::new(opts.flow_table_size, MAX_VERSIONS, opts.timeouts),
+            stats,
+            bound_generation: u64::MAX,
+            extra: Vec::with_capacity(spare_count),
+            spare: (0..spare_count).map(|_| PacketBuf::new()).collect(),
+            frag_ident: 0,
+            last_gauge_ns: 0,
+        }
+    }
+
+    /// The counters this pipeline writes.
+    pub fn stats(&self) -> &Arc<WorkerStats> {
+        &self.stats
+    }
+
+    /// The worker's flow table (tests and diagnostics).
+    pub fn flows(&self) -> &FlowTable {
+        &self.flows
+    }
+
+    /// Runs one burst: `verdicts[i]` is set for `pkts[i]` (the shorter of
+    /// the two slices bounds the work). `now` is the worker's clock in ns.
+    /// Outer fragments beyond the first are left in [`Pipeline::extra`].
+    pub fn process<B: FrameBuf>(
+        &mut self,
+        snap: &Snapshot,
+        now: u64,
+        pkts: &mut [B],
+        verdicts: &mut [Verdict],
+    ) {
+        if snap.generation != self.bound_generation {
+            self.bind(snap);
+        }
+        let n = pkts.len().min(verdicts.len());
+        self.stats.rx_packets.add(n as u64);
+        for (pkt, verdict) in pkts.iter_mut().zip(verdicts.iter_mut()) {
+            let v = self.handle(snap, now, pkt);
+            match v {
+                Verdict::Forward => {}
+                Verdict::Reply => {
+                    self.stats.icmp_sent.add(1);
+                    self.stats.drop_packet(DropReason::TooBig);
+                }
+                Verdict::Drop(r) => self.stats.drop_packet(r),
+            }
+            *verdict = v;
+        }
+        self.flows.expire(now, EXPIRE_BUDGET);
+        if now.saturating_sub(self.last_gauge_ns) >= FLOW_GAUGE_PERIOD_NS {
+            self.publish_flow_gauges(snap, now);
+        }
+    }
+
+    /// Frames made by this burst in addition to the input (the second and
+    /// later fragments of fragmented outer packets), to transmit after the
+    /// burst's forwarded frames.
+    pub fn extra(&self) -> &[PacketBuf] {
+        &self.extra
+    }
+
+    /// Hands the extra frames back to the spare pool once transmitted.
+    pub fn recycle_extra(&mut self) {
+        self.spare.append(&mut self.extra);
+    }
+
+    /// Refreshes the active-flow gauges of every version now (the pipeline
+    /// also does it on its own every 100 ms of `now`).
+    pub fn publish_flow_gauges(&mut self, snap: &Snapshot, now: u64) {
+        for v in snap.versions() {
+            if let Some(c) = self.stats.versions.get(v.slot as usize) {
+                c.active_flows.set(u64::from(self.flows.active_flows(v.slot)));
+            }
+        }
+        self.stats.flow_evictions.set(self.flows.evictions());
+        self.last_gauge_ns = now;
+    }
+
+    /// Ties the flow table's and the counters' slots to the versions of a
+    /// newly published snapshot. Runs once per publish, not per packet.
+    fn bind(&mut self, snap: &Snapshot) {
+        for v in snap.versions() {
+            self.flows.bind_version(v.slot, v.uid);
+            if let Some(c) = self.stats.versions.get(v.slot as usize) {
+                if c.uid.get() != v.uid {
+                    c.packets.set(0);
+                    c.bytes.set(0);
+                    c.active_flows.set(0);
+                    c.last_packet_ns.set(0);
+                    c.uid.set(v.uid);
+                }
+            }
+        }
+        self.bound_generation = snap.generation;
+    }
+
+    fn handle<B: FrameBuf>(&mut self, snap: &Snapshot, now: u64, pkt: &mut B) -> Verdict {
+        let frame_len = pkt.bytes().len();
+        let p = match parse(pkt.bytes()) {
+            Ok(p) => p,
+            Err(r) => return Verdict::Drop(r),
+        };
+        let Some(version) = snap.version_for_vip(&p.dst) else {
+            return Verdict::Drop(DropReason::NoService);
+        };
+        let Some(service) = snap.service(version.service) else {
+            return Verdict::Drop(DropReason::NoService);
+        };
+        let proto = match p.protocol {
+            IpProtocol::Tcp => Protocol::Tcp,
+            IpProtocol::Udp => Protocol::Udp,
+            _ => return Verdict::Drop(DropReason::Unsupported),
+        };
+        let served = match p.ports {
+            Some((_, dport)) => service.serves(proto, dport),
+            None => service.serves_protocol(proto),
+        };
+        if !served {
+            return Verdict::Drop(DropReason::NoService);
+        }
+        let counters = self.stats.versions.get(version.slot as usize);
+        if let Some(c) = counters {
+            // The drain rule's "quiet" clock: any packet that reached the
+            // version's VIPs counts, forwarded or not.
+            c.last_packet_ns.set(now);
+        }
+        let backend = match self.select(version, &p, now) {
+            Some(b) => b,
+            None => return Verdict::Drop(DropReason::NoBackend),
+        };
+        let Some(backend) = version.backends.get(usize::from(backend)) else {
+            return Verdict::Drop(DropReason::NoBackend);
+        };
+        let verdict = match service.forwarding {
+            Forwarding::L2dsr => rewrite::l2dsr(pkt, backend),
+            Forwarding::Ipip => {
+                let ctx = rewrite::EncapContext {
+                    settings: &snap.settings,
+                    spare: &mut self.spare,
+                    extra: &mut self.extra,
+                    frag_ident: &mut self.frag_ident,
+                };
+                rewrite::ipip(pkt, &p, backend, ctx)
+            }
+        };
+        if verdict == Verdict::Forward {
+            if let Some(c) = counters {
+                c.packets.add(1);
+                c.bytes.add(frame_len as u64);
+            }
+        }
+        verdict
+    }
+
+    /// The backend index for this packet: fragments by the 3-tuple hash
+    /// (later fragments carry no ports), others through the flow table and,
+    /// for a new flow, Maglev.
+    fn select(&mut self, version: &VersionEntry, p: &Parsed, now: u64) -> Option<u16> {
+        let (src, dst) = (mapped(&p.src), mapped(&p.dst));
+        let proto = u8::from(p.protocol);
+        if p.fragment {
+            return version.maglev.lookup(hash_3tuple(&src, &dst, proto));
+        }
+        let (sport, dport) = p.ports.unwrap_or((0, 0));
+        let key = FlowKey {
+            src,
+            dst,
+            src_port: sport,
+            dst_port: dport,
+            protocol: proto,
+        };
+        let this = VersionRef {
+            slot: version.slot,
+            uid: version.uid,
+        };
+        let tcp = p.protocol == IpProtocol::Tcp;
+        if let Some(entry) = self.flows.lookup(&key, now) {
+            let pinned = entry.backend;
+            let same_version = entry.version == this;
+            let healthy = version
+                .backends
+                .get(usize::from(pinned))
+                .is_some_and(|b| b.healthy);
+            // A bare SYN on a known 5-tuple starts a new connection: it is
+            // placed afresh, like any new flow.
+            let reused = tcp && p.syn && !p.ack && entry.is_closing();
+            if same_version && healthy && !reused {
+                if tcp {
+                    self.flows.observe_tcp(&key, p.syn, p.fin, p.rst, now);
+                }
+                return Some(pinned);
+            }
+            self.flows.remove(&key);
+        }
+        let backend = version.maglev.lookup(key.flow_hash())?;
+        self.flows.insert(key, this, backend, now);
+        if tcp {
+            self.flows.observe_tcp(&key, p.syn, p.fin, p.rst, now);
+        }
+        Some(backend)
+    }
+}
+
+/// An address as the 16 bytes flow keys use (IPv4-mapped for IPv4).
+#[inline]
+fn mapped(addr: &IpAddr) -> [u8; 16] {
+    match addr {
+        IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
+        IpAddr::V6(a) => a.octets(),
+    }
+}
+
+/// Parses Ethernet, IP and the transport ports without copying.
+pub(crate) fn parse(frame: &[u8]) -> Result<Parsed, DropReason> {
+    let eth = ethernet::Frame::new_checked(frame).map_err(|_| DropReason::Malformed)?;
+    let l3 = eth.header_len();
+    match eth.ethertype() {
+        EtherType::Ipv4 => parse_v4(frame, l3),
+        EtherType::Ipv6 => parse_v6(frame, l3),
+        _ => Err(DropReason::NotIp),
+    }
+}
+
+fn parse_v4(frame: &[u8], l3: usize) -> Result<Parsed, DropReason> {
+    let bytes = frame.get(l3..).ok_or(DropReason::Malformed)?;
+    let ip = ipv4::Packet::new_checked(bytes).map_err(|_| DropReason::Malformed)?;
+    let fragment = ip.is_fragment();
+    let protocol = ip.next_header();
+    let mut p = Parsed {
+        l3,
+        ip_len: usize::from(ip.total_len()),
+        src: IpAddr::V4(ip.src_addr()),
+        dst: IpAddr::V4(ip.dst_addr()),
+        protocol,
+        ports: None,
+        fragment,
+        dont_frag: ip.dont_frag(),
+        syn: false,
+        fin: false,
+        rst: false,
+        ack: false,
+    };
+    if !fragment || ip.frag_offset() == 0 {
+        transport(&mut p, ip.payload())?;
+    }
+    Ok(p)
+}
+
+fn parse_v6(frame: &[u8], l3: usize) -> Result<Parsed, DropReason> {
+    let bytes = frame.get(l3..).ok_or(DropReason::Malformed)?;
+    let ip = ipv6::Packet::new_checked(bytes).map_err(|_| DropReason::Malformed)?;
+    let upper = ip.upper_layer().map_err(|_| DropReason::Malformed)?;
+    let ip_len = usize::from(ip.payload_len()) + ipv6::HEADER_LEN;
+    let mut p = Parsed {
+        l3,
+        ip_len,
+        src: IpAddr::V6(ip.src_addr()),
+        dst: IpAddr::V6(ip.dst_addr()),
+        protocol: upper.protocol,
+        ports: None,
+        fragment: upper.fragment.is_some(),
+        dont_frag: true,
+        syn: false,
+        fin: false,
+        rst: false,
+        ack: false,
+    };
+    let first = upper.fragment.map_or(true, |f| f.offset == 0);
+    if first {
+        let l4 = bytes
+            .get(upper.offset..ip_len)
+            .ok_or(DropReason::Malformed)?;
+        transport(&mut p, l4)?;
+    }
+    Ok(p)
+}
+
+/// Reads ports (and TCP flags) of TCP and UDP; other protocols have none.
+///
+/// A first fragment holds only the start of the transport header, and a
+/// UDP length field that covers the whole datagram: only the ports, which
+/// lead every TCP and UDP header, are read from it.
+fn transport(p: &mut Parsed, l4: &[u8]) -> Result<(), DropReason> {
+    if p.fragment {
+        if matches!(p.protocol, IpProtocol::Tcp | IpProtocol::Udp) {
+            let ports = l4.get(..4).ok_or(DropReason::Malformed)?;
+            p.ports = Some((
+                u16::from_be_bytes([ports[0], ports[1]]),
+                u16::from_be_bytes([ports[2], ports[3]]),
+            ));
+        }
+        return Ok(());
+    }
+    match p.protocol {
+        IpProtocol::Tcp => {
+            let t = tcp::Packet::new_checked(l4).map_err(|_| DropReason::Malformed)?;
+            p.ports = Some((t.src_port(), t.dst_port()));
+            p.syn = t.syn();
+            p.fin = t.fin();
+            p.rst = t.rst();
+            p.ack = t.ack();
+        }
+        IpProtocol::Udp => {
+            let u = udp::Packet::new_checked(l4).map_err(|_| DropReason::Malformed)?;
+            p.ports = Some((u.src_port(), u.dst_port()));
+        }
+        _ => {}
+    }
+    Ok(())
+}
+

@@ -1,0 +1,323 @@
+//! The last step of a packet's journey: rewriting the frame for its backend.
+//!
+//! `l2dsr` rewrites the Ethernet addresses only. `ipip` puts an outer IPv4
+//! or IPv6 header (the backend's family) in front of the client's packet,
+//! which travels byte for byte as sent. A packet that would not fit the MTU
+//! after encapsulation is turned, in place, into an ICMP "fragmentation
+//! needed" / "packet too big" error for its sender, as Katran does; an IPv4
+//! packet without DF is encapsulated and the outer packet fragmented.
+
+use std::net::IpAddr;
+
+use crate::dataplane::frame::{FrameBuf, PacketBuf};
+use crate::dataplane::pipeline::{Parsed, Verdict};
+use crate::dataplane::stats::DropReason;
+use crate::snapshot::{Backend, DataplaneSettings};
+use crate::wire::ethernet::{self, Address, EtherType};
+use crate::wire::ip::IpProtocol;
+use crate::wire::{checksum, icmp, ipv4, ipv6};
+
+/// Hop limit of the headers we originate (outer headers, ICMP errors).
+const HOP_LIMIT: u8 = 64;
+
+/// Largest IPv4 ICMP error: the minimum reassembly size (RFC 1812 4.3.2.3).
+const ICMPV4_MAX: usize = 576;
+
+/// Largest ICMPv6 error: the IPv6 minimum MTU (RFC 4443 2.4(c)).
+const ICMPV6_MAX: usize = 1280;
+
+/// ICMP (v4 and v6) header length.
+const ICMP_HEADER_LEN: usize = 8;
+
+/// IPv6 fragment header length.
+const FRAG_HEADER_LEN: usize = 8;
+
+/// What encapsulation needs beyond the packet: settings, and buffers for
+/// the outer fragments.
+pub(crate) struct EncapContext<'a> {
+    pub(crate) settings: &'a DataplaneSettings,
+    pub(crate) spare: &'a mut Vec<PacketBuf>,
+    pub(crate) extra: &'a mut Vec<PacketBuf>,
+    pub(crate) frag_ident: &'a mut u32,
+}
+
+/// Sends the frame to the backend's MAC, from the MAC it was sent to.
+pub(crate) fn l2dsr<B: FrameBuf>(pkt: &mut B, backend: &Backend) -> Verdict {
+    let Some(mac) = backend.next_hop else {
+        return Verdict::Drop(DropReason::NoNeighbor);
+    };
+    set_macs(pkt.bytes_mut(), mac);
+    Verdict::Forward
+}
+
+/// Dst MAC := `next_hop`, src MAC := the old dst (our own address).
+fn set_macs(frame: &mut [u8], next_hop: [u8; 6]) {
+    let mut eth = ethernet::Frame::new_unchecked(frame);
+    let ours = eth.dst_addr();
+    eth.set_src_addr(ours);
+    eth.set_dst_addr(Address(next_hop));
+}
+
+/// Encapsulates the packet in IP towards `backend`.
+pub(crate) fn ipip<B: FrameBuf>(
+    pkt: &mut B,
+    p: &Parsed,
+    backend: &Backend,
+    ctx: EncapContext<'_>,
+) -> Verdict {
+    let outer_v6 = backend.addr.is_ipv6();
+    let outer_len = if outer_v6 {
+        ipv6::HEADER_LEN
+    } else {
+        ipv4::HEADER_LEN
+    };
+    let mtu = usize::from(ctx.settings.mtu);
+    let room = mtu.saturating_sub(outer_len);
+    let fragment = p.ip_len > room;
+    if fragment && (p.dst.is_ipv6() || p.dont_frag) {
+        return icmp_too_big(pkt, p, room);
+    }
+    let src = match (backend.addr, ctx.settings) {
+        (IpAddr::V4(_), DataplaneSettings {
+            encap_source_v4: Some(s),
+            ..
+        }) => IpAddr::V4(*s),
+        (IpAddr::V6(_), DataplaneSettings {
+            encap_source_v6: Some(s),
+            ..
+        }) => IpAddr::V6(*s),
+        _ => return Verdict::Drop(DropReason::NoEncapSource),
+    };
+    let Some(mac) = backend.next_hop else {
+        return Verdict::Drop(DropReason::NoNeighbor);
+    };
+    let inner_proto = if p.dst.is_ipv6() {
+        IpProtocol::Ipv6
+    } else {
+        IpProtocol::Ipv4
+    };
+    let l2 = p.l3;
+    // An IPv6 outer packet that is fragmented carries a fragment header.
+    let hdr_len = if fragment && outer_v6 {
+        outer_len + FRAG_HEADER_LEN
+    } else {
+        outer_len
+    };
+    if !pkt.set_len(l2 + p.ip_len) || !pkt.prepend(hdr_len) {
+        return Verdict::Drop(DropReason::TooBig);
+    }
+    let frame = pkt.bytes_mut();
+    frame.copy_within(hdr_len..hdr_len + l2, 0);
+    set_macs(frame, mac);
+    let ethertype = if outer_v6 {
+        EtherType::Ipv6
+    } else {
+        EtherType::Ipv4
+    };
+    frame[l2 - 2..l2].copy_from_slice(&u16::from(ethertype).to_be_bytes());
+    let outer = OuterHeader {
+        src,
+        dst: backend.addr,
+        inner_proto,
+        dont_frag: !fragment,
+    };
+    if !fragment {
+        outer.emit(&mut frame[l2..], p.ip_len, None);
+        return Verdict::Forward;
+    }
+    fragment_outer(pkt, l2, hdr_len, p.ip_len, &outer, room, ctx)
+}
+
+/// The outer header of one encapsulated packet or fragment.
+struct OuterHeader {
+    src: IpAddr,
+    dst: IpAddr,
+    inner_proto: IpProtocol,
+    dont_frag: bool,
+}
+
+/// Offset and more-fragments flag of one outer fragment, and the
+/// datagram's identification.
+#[derive(Clone, Copy)]
+struct FragInfo {
+    offset: usize,
+    more: bool,
+    ident: u32,
+}
+
+impl OuterHeader {
+    /// Writes the outer header (and the IPv6 fragment header when `frag`
+    /// is set and the outer family is IPv6) at the start of `buf`, for
+    /// `payload_len` bytes of inner packet behind it.
+    fn emit(&self, buf: &mut [u8], payload_len: usize, frag: Option<FragInfo>) {
+        match (self.src, self.dst) {
+            (IpAddr::V4(src), IpAddr::V4(dst)) => {
+                let repr = ipv4::Repr {
+                    src_addr: src,
+                    dst_addr: dst,
+                    next_header: self.inner_proto,
+                    payload_len,
+                    ttl: HOP_LIMIT,
+                    dont_frag: self.dont_frag,
+                    ident: frag.map_or(0, |f| (f.ident & 0xffff) as u16),
+                };
+                let mut ip = ipv4::Packet::new_unchecked(&mut buf[..ipv4::HEADER_LEN]);
+                repr.emit(&mut ip);
+                if let Some(f) = frag {
+                    ip.set_more_frags(f.more);
+                    ip.set_frag_offset(f.offset as u16);
+                    ip.fill_checksum();
+                }
+            }
+            (IpAddr::V6(src), IpAddr::V6(dst)) => {
+                let extra = if frag.is_some() { FRAG_HEADER_LEN } else { 0 };
+                let repr = ipv6::Repr {
+                    src_addr: src,
+                    dst_addr: dst,
+                    next_header: if frag.is_some() {
+                        IpProtocol::Ipv6Frag
+                    } else {
+                        self.inner_proto
+                    },
+                    payload_len: payload_len + extra,
+                    hop_limit: HOP_LIMIT,
+                };
+                let mut ip = ipv6::Packet::new_unchecked(&mut buf[..ipv6::HEADER_LEN]);
+                repr.emit(&mut ip);
+                if let Some(f) = frag {
+                    let h = &mut buf[ipv6::HEADER_LEN..ipv6::HEADER_LEN + FRAG_HEADER_LEN];
+                    h[0] = u8::from(self.inner_proto);
+                    h[1] = 0;
+                    let off = (f.offset as u16) | u16::from(f.more);
+                    h[2..4].copy_from_slice(&off.to_be_bytes());
+                    h[4..8].copy_from_slice(&f.ident.to_be_bytes());
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Splits an encapsulated packet (already in `pkt`: Ethernet header, outer
+/// header of `hdr_len`, `inner_len` bytes of inner packet) into fragments
+/// that fit `room` bytes of payload; the first stays in `pkt`, the others
+/// go to `ctx.extra`.
+fn fragment_outer<B: FrameBuf>(
+    pkt: &mut B,
+    l2: usize,
+    hdr_len: usize,
+    inner_len: usize,
+    outer: &OuterHeader,
+    room: usize,
+    ctx: EncapContext<'_>,
+) -> Verdict {
+    let per_frag = if outer.dst.is_ipv6() {
+        room.saturating_sub(FRAG_HEADER_LEN)
+    } else {
+        room
+    } & !7;
+    if per_frag == 0 {
+        return Verdict::Drop(DropReason::TooBig);
+    }
+    let count = inner_len.div_ceil(per_frag);
+    if count.saturating_sub(1) > ctx.spare.len() {
+        return Verdict::Drop(DropReason::TooBig);
+    }
+    *ctx.frag_ident = ctx.frag_ident.wrapping_add(1);
+    let ident = *ctx.frag_ident;
+    let head = l2 + hdr_len;
+    let frame = pkt.bytes();
+    for i in 1..count {
+        let off = i * per_frag;
+        let len = per_frag.min(inner_len - off);
+        let Some(mut buf) = ctx.spare.pop() else {
+            return Verdict::Drop(DropReason::TooBig);
+        };
+        buf.load(&frame[..head]);
+        if !buf.set_len(head + len) {
+            ctx.spare.push(buf);
+            return Verdict::Drop(DropReason::TooBig);
+        }
+        let b = buf.bytes_mut();
+        b[head..head + len].copy_from_slice(&frame[head + off..head + off + len]);
+        let info = FragInfo {
+            offset: off,
+            more: i + 1 < count,
+            ident,
+        };
+        outer.emit(&mut b[l2..], len, Some(info));
+        ctx.extra.push(buf);
+    }
+    let first = FragInfo {
+        offset: 0,
+        more: true,
+        ident,
+    };
+    outer.emit(&mut pkt.bytes_mut()[l2..], per_frag, Some(first));
+    if !pkt.set_len(head + per_frag) {
+        return Verdict::Drop(DropReason::TooBig);
+    }
+    Verdict::Forward
+}
+
+/// Rewrites the frame in place into an ICMP error for its sender saying
+/// that `mtu` bytes fit: "fragmentation needed" for IPv4, "packet too big"
+/// for IPv6. The error quotes the start of the packet and comes from the
+/// VIP the client addressed.
+fn icmp_too_big<B: FrameBuf>(pkt: &mut B, p: &Parsed, mtu: usize) -> Verdict {
+    let l2 = p.l3;
+    let (ip_hdr, max) = match p.src {
+        IpAddr::V4(_) => (ipv4::HEADER_LEN, ICMPV4_MAX),
+        IpAddr::V6(_) => (ipv6::HEADER_LEN, ICMPV6_MAX),
+    };
+    let quoted = p.ip_len.min(max - ip_hdr - ICMP_HEADER_LEN);
+    let head = ip_hdr + ICMP_HEADER_LEN;
+    let new_len = l2 + head + quoted;
+    let cur = pkt.bytes().len();
+    if !pkt.set_len(cur.max(new_len)) {
+        return Verdict::Drop(DropReason::TooBig);
+    }
+    let frame = pkt.bytes_mut();
+    frame.copy_within(l2..l2 + quoted, l2 + head);
+    let mut eth = ethernet::Frame::new_unchecked(&mut frame[..]);
+    let (client, ours) = (eth.src_addr(), eth.dst_addr());
+    eth.set_dst_addr(client);
+    eth.set_src_addr(ours);
+    let icmp_len = ICMP_HEADER_LEN + quoted;
+    match (p.dst, p.src) {
+        (IpAddr::V4(vip), IpAddr::V4(client_ip)) => {
+            let repr = ipv4::Repr {
+                src_addr: vip,
+                dst_addr: client_ip,
+                next_header: IpProtocol::Icmp,
+                payload_len: icmp_len,
+                ttl: HOP_LIMIT,
+                dont_frag: false,
+                ident: 0,
+            };
+            repr.emit(&mut ipv4::Packet::new_unchecked(&mut frame[l2..l2 + ip_hdr]));
+            let mtu = u16::try_from(mtu).unwrap_or(u16::MAX);
+            let msg = &mut frame[l2 + ip_hdr..l2 + ip_hdr + icmp_len];
+            icmp::emit_frag_needed(msg, mtu);
+        }
+        (IpAddr::V6(vip), IpAddr::V6(client_ip)) => {
+            let repr = ipv6::Repr {
+                src_addr: vip,
+                dst_addr: client_ip,
+                next_header: IpProtocol::Icmpv6,
+                payload_len: icmp_len,
+                hop_limit: HOP_LIMIT,
+            };
+            repr.emit(&mut ipv6::Packet::new_unchecked(&mut frame[l2..l2 + ip_hdr]));
+            let mtu = u32::try_from(mtu).unwrap_or(u32::MAX);
+            let msg = &mut frame[l2 + ip_hdr..l2 + ip_hdr + icmp_len];
+            icmp::emit_packet_too_big(msg, mtu, &vip, &client_ip);
+        }
+        _ => return Verdict::Drop(DropReason::Malformed),
+    }
+    let _ = checksum::fold;
+    if !pkt.set_len(new_len) {
+        return Verdict::Drop(DropReason::TooBig);
+    }
+    Verdict::Reply
+}
