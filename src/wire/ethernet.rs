@@ -8,7 +8,7 @@
 use core::fmt;
 use core::str::FromStr;
 
-use super::{Error, Result};
+use super::{read_u16, write_u16, Error, Result};
 
 /// A 48-bit MAC address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
@@ -261,14 +261,6 @@ fn read6(bytes: &[u8]) -> [u8; 6] {
     let mut out = [0u8; 6];
     out.copy_from_slice(bytes);
     out
-}
-
-fn read_u16(bytes: &[u8]) -> u16 {
-    u16::from_be_bytes([bytes[0], bytes[1]])
-}
-
-fn write_u16(bytes: &mut [u8], value: u16) {
-    bytes.copy_from_slice(&value.to_be_bytes());
 }
 
 #[cfg(test)]
