@@ -299,7 +299,9 @@ mod tests {
         frame.set_dst_addr("02:00:00:00:01:11".parse().unwrap());
         frame.set_src_addr("02:00:00:00:02:22".parse().unwrap());
         frame.set_ethertype(EtherType::Ipv4);
-        frame.payload_mut().copy_from_slice(&[0x45, 0x00, 0x00, 0x3c]);
+        frame
+            .payload_mut()
+            .copy_from_slice(&[0x45, 0x00, 0x00, 0x3c]);
         assert_eq!(bytes, FRAME);
     }
 
@@ -356,8 +358,18 @@ mod tests {
         assert_eq!(a.to_string(), "02:00:00:00:01:11");
         assert!(a.is_unicast() && !a.is_multicast() && !a.is_broadcast());
         assert!(Address::BROADCAST.is_broadcast() && Address::BROADCAST.is_multicast());
-        assert!("01:00:5E:00:00:01".parse::<Address>().unwrap().is_multicast());
-        for bad in ["", "02:00:00:00:01", "02:00:00:00:01:11:22", "2:0:0:0:1:11", "+2:00:00:00:01:11", "zz:00:00:00:01:11"] {
+        assert!("01:00:5E:00:00:01"
+            .parse::<Address>()
+            .unwrap()
+            .is_multicast());
+        for bad in [
+            "",
+            "02:00:00:00:01",
+            "02:00:00:00:01:11:22",
+            "2:0:0:0:1:11",
+            "+2:00:00:00:01:11",
+            "zz:00:00:00:01:11",
+        ] {
             assert!(bad.parse::<Address>().is_err(), "{bad}");
         }
     }

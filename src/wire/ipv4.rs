@@ -450,7 +450,7 @@ mod tests {
 
     #[test]
     fn test_known_checksum_vector() {
-        let mut bytes = vec![0u8; 0x73];
+        let mut bytes = [0u8; 0x73];
         bytes[..20].copy_from_slice(&[
             0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0xb8, 0x61, 0xc0, 0xa8,
             0x00, 0x01, 0xc0, 0xa8, 0x00, 0xc7,
@@ -485,11 +485,23 @@ mod tests {
     fn test_emit_errors() {
         let mut short = [0u8; 19];
         let r = repr();
-        assert_eq!(r.emit(&mut Packet::new_unchecked(&mut short[..])), Err(Error::Truncated));
+        assert_eq!(
+            r.emit(&mut Packet::new_unchecked(&mut short[..])),
+            Err(Error::Truncated)
+        );
         let mut buf = [0u8; 20];
-        let big = Repr { payload_len: 65516, ..r };
-        assert_eq!(big.emit(&mut Packet::new_unchecked(&mut buf[..])), Err(Error::Malformed));
-        let max = Repr { payload_len: 65515, ..r };
+        let big = Repr {
+            payload_len: 65516,
+            ..r
+        };
+        assert_eq!(
+            big.emit(&mut Packet::new_unchecked(&mut buf[..])),
+            Err(Error::Malformed)
+        );
+        let max = Repr {
+            payload_len: 65515,
+            ..r
+        };
         assert_eq!(max.emit(&mut Packet::new_unchecked(&mut buf[..])), Ok(()));
     }
 

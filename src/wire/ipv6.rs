@@ -384,7 +384,11 @@ mod tests {
         let upper = p.upper_layer().unwrap();
         assert_eq!(
             upper,
-            UpperLayer { protocol: IpProtocol::Icmpv6, offset: 40, fragment: None }
+            UpperLayer {
+                protocol: IpProtocol::Icmpv6,
+                offset: 40,
+                fragment: None
+            }
         );
     }
 
@@ -457,7 +461,11 @@ mod tests {
             UpperLayer {
                 protocol: IpProtocol::Tcp,
                 offset: 40 + 8 + 16 + 8 + 8,
-                fragment: Some(Fragment { ident: 0xdead_beef, offset: 1232, more: true }),
+                fragment: Some(Fragment {
+                    ident: 0xdead_beef,
+                    offset: 1232,
+                    more: true
+                }),
             }
         );
     }
@@ -511,8 +519,14 @@ mod tests {
             hop_limit: 64,
         };
         let mut buf = [0u8; 40];
-        assert_eq!(repr.emit(&mut Packet::new_unchecked(&mut buf[..])), Err(Error::Malformed));
-        assert_eq!(repr.emit(&mut Packet::new_unchecked(&mut buf[..39])), Err(Error::Truncated));
+        assert_eq!(
+            repr.emit(&mut Packet::new_unchecked(&mut buf[..])),
+            Err(Error::Malformed)
+        );
+        assert_eq!(
+            repr.emit(&mut Packet::new_unchecked(&mut buf[..39])),
+            Err(Error::Truncated)
+        );
     }
 
     proptest! {

@@ -217,7 +217,11 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
 
     fn set_flag(&mut self, flag: u16, value: bool) {
         let current = self.flags();
-        self.set_flags(if value { current | flag } else { current & !flag });
+        self.set_flags(if value {
+            current | flag
+        } else {
+            current & !flag
+        });
     }
 
     /// Sets or clears FIN.
@@ -376,7 +380,10 @@ mod tests {
         b[12] = 0x40; // data offset 4
         assert_eq!(check(&b), Error::Malformed);
         b[12] = 0x50;
-        assert_eq!(Packet::new_checked(&b[..]).unwrap().payload(), &SEGMENT[20..]);
+        assert_eq!(
+            Packet::new_checked(&b[..]).unwrap().payload(),
+            &SEGMENT[20..]
+        );
     }
 
     proptest! {

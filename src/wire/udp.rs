@@ -139,7 +139,10 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     /// The payload, writable.
     pub fn payload_mut(&mut self) -> &mut [u8] {
         let end = usize::from(self.len());
-        self.buffer.as_mut().get_mut(HEADER_LEN..end).unwrap_or(&mut [])
+        self.buffer
+            .as_mut()
+            .get_mut(HEADER_LEN..end)
+            .unwrap_or(&mut [])
     }
 }
 
@@ -163,7 +166,12 @@ mod tests {
     ];
 
     fn pseudo() -> u32 {
-        checksum::pseudo_header_v4(Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 53), 17, 37)
+        checksum::pseudo_header_v4(
+            Ipv4Addr::new(10, 0, 0, 1),
+            Ipv4Addr::new(10, 0, 0, 53),
+            17,
+            37,
+        )
     }
 
     #[test]
