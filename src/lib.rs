@@ -14,4 +14,6 @@ pub mod dataplane;
 pub mod io;
 pub mod replay;
 pub mod snapshot;
+#[doc(hidden)]
+pub mod testkit;
 pub mod wire;

@@ -15,7 +15,7 @@ use crate::dataplane::stats::DropReason;
 use crate::snapshot::{Backend, DataplaneSettings};
 use crate::wire::ethernet::{self, Address, EtherType};
 use crate::wire::ip::IpProtocol;
-use crate::wire::{checksum, icmp, ipv4, ipv6};
+use crate::wire::{self, icmp, ipv4, ipv6};
 
 /// Hop limit of the headers we originate (outer headers, ICMP errors).
 const HOP_LIMIT: u8 = 64;
@@ -122,8 +122,10 @@ pub(crate) fn ipip<B: FrameBuf>(
         dont_frag: !fragment,
     };
     if !fragment {
-        outer.emit(&mut frame[l2..], p.ip_len, None);
-        return Verdict::Forward;
+        return match outer.emit(&mut frame[l2..], p.ip_len, None) {
+            Ok(()) => Verdict::Forward,
+            Err(_) => Verdict::Drop(DropReason::TooBig),
+        };
     }
     fragment_outer(pkt, l2, hdr_len, p.ip_len, &outer, room, ctx)
 }
@@ -140,7 +142,8 @@ struct OuterHeader {
 /// datagram's identification.
 #[derive(Clone, Copy)]
 struct FragInfo {
-    offset: usize,
+    /// In bytes; a multiple of 8 below 65536.
+    offset: u16,
     more: bool,
     ident: u32,
 }
@@ -149,7 +152,10 @@ impl OuterHeader {
     /// Writes the outer header (and the IPv6 fragment header when `frag`
     /// is set and the outer family is IPv6) at the start of `buf`, for
     /// `payload_len` bytes of inner packet behind it.
-    fn emit(&self, buf: &mut [u8], payload_len: usize, frag: Option<FragInfo>) {
+    ///
+    /// Fails only on a buffer too short for the header or a length that
+    /// does not fit the header's fields; the caller drops the packet then.
+    fn emit(&self, buf: &mut [u8], payload_len: usize, frag: Option<FragInfo>) -> wire::Result<()> {
         match (self.src, self.dst) {
             (IpAddr::V4(src), IpAddr::V4(dst)) => {
                 let repr = ipv4::Repr {
@@ -159,13 +165,13 @@ impl OuterHeader {
                     payload_len,
                     ttl: HOP_LIMIT,
                     dont_frag: self.dont_frag,
-                    ident: frag.map_or(0, |f| (f.ident & 0xffff) as u16),
+                    ident: frag.map_or(0, |f| low16(f.ident)),
                 };
                 let mut ip = ipv4::Packet::new_unchecked(&mut buf[..ipv4::HEADER_LEN]);
-                repr.emit(&mut ip);
+                repr.emit(&mut ip)?;
                 if let Some(f) = frag {
                     ip.set_more_frags(f.more);
-                    ip.set_frag_offset(f.offset as u16);
+                    ip.set_frag_offset(f.offset);
                     ip.fill_checksum();
                 }
             }
@@ -183,18 +189,21 @@ impl OuterHeader {
                     hop_limit: HOP_LIMIT,
                 };
                 let mut ip = ipv6::Packet::new_unchecked(&mut buf[..ipv6::HEADER_LEN]);
-                repr.emit(&mut ip);
+                repr.emit(&mut ip)?;
                 if let Some(f) = frag {
-                    let h = &mut buf[ipv6::HEADER_LEN..ipv6::HEADER_LEN + FRAG_HEADER_LEN];
+                    let h = buf
+                        .get_mut(ipv6::HEADER_LEN..ipv6::HEADER_LEN + FRAG_HEADER_LEN)
+                        .ok_or(wire::Error::Truncated)?;
                     h[0] = u8::from(self.inner_proto);
                     h[1] = 0;
-                    let off = (f.offset as u16) | u16::from(f.more);
+                    let off = f.offset | u16::from(f.more);
                     h[2..4].copy_from_slice(&off.to_be_bytes());
                     h[4..8].copy_from_slice(&f.ident.to_be_bytes());
                 }
             }
-            _ => {}
+            _ => return Err(wire::Error::Malformed),
         }
+        Ok(())
     }
 }
 
@@ -241,11 +250,14 @@ fn fragment_outer<B: FrameBuf>(
         let b = buf.bytes_mut();
         b[head..head + len].copy_from_slice(&frame[head + off..head + off + len]);
         let info = FragInfo {
-            offset: off,
+            offset: u16::try_from(off).unwrap_or(u16::MAX),
             more: i + 1 < count,
             ident,
         };
-        outer.emit(&mut b[l2..], len, Some(info));
+        if outer.emit(&mut b[l2..], len, Some(info)).is_err() {
+            ctx.spare.push(buf);
+            return Verdict::Drop(DropReason::TooBig);
+        }
         ctx.extra.push(buf);
     }
     let first = FragInfo {
@@ -253,8 +265,11 @@ fn fragment_outer<B: FrameBuf>(
         more: true,
         ident,
     };
-    outer.emit(&mut pkt.bytes_mut()[l2..], per_frag, Some(first));
-    if !pkt.set_len(head + per_frag) {
+    if outer
+        .emit(&mut pkt.bytes_mut()[l2..], per_frag, Some(first))
+        .is_err()
+        || !pkt.set_len(head + per_frag)
+    {
         return Verdict::Drop(DropReason::TooBig);
     }
     Verdict::Forward
@@ -295,10 +310,15 @@ fn icmp_too_big<B: FrameBuf>(pkt: &mut B, p: &Parsed, mtu: usize) -> Verdict {
                 dont_frag: false,
                 ident: 0,
             };
-            repr.emit(&mut ipv4::Packet::new_unchecked(&mut frame[l2..l2 + ip_hdr]));
             let mtu = u16::try_from(mtu).unwrap_or(u16::MAX);
             let msg = &mut frame[l2 + ip_hdr..l2 + ip_hdr + icmp_len];
-            icmp::emit_frag_needed(msg, mtu);
+            if icmp::emit_frag_needed(msg, mtu, quoted).is_err()
+                || repr
+                    .emit(&mut ipv4::Packet::new_unchecked(&mut frame[l2..l2 + ip_hdr]))
+                    .is_err()
+            {
+                return Verdict::Drop(DropReason::TooBig);
+            }
         }
         (IpAddr::V6(vip), IpAddr::V6(client_ip)) => {
             let repr = ipv6::Repr {
@@ -308,16 +328,26 @@ fn icmp_too_big<B: FrameBuf>(pkt: &mut B, p: &Parsed, mtu: usize) -> Verdict {
                 payload_len: icmp_len,
                 hop_limit: HOP_LIMIT,
             };
-            repr.emit(&mut ipv6::Packet::new_unchecked(&mut frame[l2..l2 + ip_hdr]));
             let mtu = u32::try_from(mtu).unwrap_or(u32::MAX);
             let msg = &mut frame[l2 + ip_hdr..l2 + ip_hdr + icmp_len];
-            icmp::emit_packet_too_big(msg, mtu, &vip, &client_ip);
+            if icmp::emit_packet_too_big(msg, mtu, quoted, vip, client_ip).is_err()
+                || repr
+                    .emit(&mut ipv6::Packet::new_unchecked(&mut frame[l2..l2 + ip_hdr]))
+                    .is_err()
+            {
+                return Verdict::Drop(DropReason::TooBig);
+            }
         }
         _ => return Verdict::Drop(DropReason::Malformed),
     }
-    let _ = checksum::fold;
     if !pkt.set_len(new_len) {
         return Verdict::Drop(DropReason::TooBig);
     }
     Verdict::Reply
+}
+
+/// The low 16 bits: IPv4 identification is 16 bits wide, IPv6's 32.
+fn low16(x: u32) -> u16 {
+    let [_, _, hi, lo] = x.to_be_bytes();
+    u16::from_be_bytes([hi, lo])
 }
