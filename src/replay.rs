@@ -17,7 +17,7 @@ use crate::dataplane::flow::FlowTimeouts;
 use crate::dataplane::frame::{FrameBuf, PacketBuf};
 use crate::dataplane::pipeline::{self, Pipeline, PipelineOptions, Verdict};
 use crate::dataplane::stats::{DropReason, WorkerStats};
-use crate::io::pcap::{PcapReader, PcapWriter};
+use crate::io::pcap::PcapPort;
 use crate::io::Port;
 
 /// Frames per burst, as on a NIC.
@@ -31,6 +31,8 @@ pub enum ReplayError {
         path: String,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Pcap(#[from] crate::io::pcap::PcapPortError),
     #[error(transparent)]
     Bootstrap(#[from] bootstrap::BootstrapError),
 }
@@ -81,8 +83,7 @@ pub fn run(cfg: &Config, input: &Path, output: &Path) -> Result<ReplayReport, Re
         move |source| ReplayError::Io { path, source }
     };
     let snap = bootstrap::initial_snapshot(cfg)?;
-    let mut reader = PcapReader::open(input, BURST * 2).map_err(io_err(input))?;
-    let mut writer = PcapWriter::create(output).map_err(io_err(output))?;
+    let mut port = PcapPort::open(Some(input), Some(output), BURST * 2)?;
     let stats = Arc::new(WorkerStats::new());
     let mut pipe = Pipeline::new(
         PipelineOptions {
@@ -106,12 +107,12 @@ pub fn run(cfg: &Config, input: &Path, output: &Path) -> Result<ReplayReport, Re
     };
     loop {
         burst.clear();
-        let n = reader.rx_burst(&mut burst, BURST).map_err(io_err(input))?;
+        let n = port.rx_burst(&mut burst, BURST).map_err(io_err(input))?;
         if n == 0 {
             break;
         }
         report.packets_in += n as u64;
-        let now = duration_ns(reader.last_timestamp());
+        let now = duration_ns(port.last_timestamp());
         dsts.clear();
         dsts.extend(burst.iter().map(|b| {
             pipeline::parse(b.bytes())
@@ -137,17 +138,16 @@ pub fn run(cfg: &Config, input: &Path, output: &Path) -> Result<ReplayReport, Re
                     report.icmp_replies += 1;
                     out.push(buf);
                 }
-                Verdict::Drop(_) => reader.free(buf),
+                Verdict::Drop(_) => port.free(buf),
             }
         }
-        writer.set_timestamp(reader.last_timestamp());
-        writer.tx_burst(&mut out).map_err(io_err(output))?;
+        port.tx_burst(&mut out).map_err(io_err(output))?;
         let mut extra: Vec<PacketBuf> = pipe.extra().to_vec();
         report.extra_fragments += extra.len() as u64;
-        writer.tx_burst(&mut extra).map_err(io_err(output))?;
+        port.tx_burst(&mut extra).map_err(io_err(output))?;
         pipe.recycle_extra();
     }
-    writer.flush().map_err(io_err(output))?;
+    port.finish().map_err(io_err(output))?;
     for ((slot, vip), (packets, bytes)) in per_vip {
         let Some(v) = snap.version(slot) else { continue };
         let service = snap
