@@ -29,6 +29,9 @@ pub trait FrameBuf {
     /// Sets the length of the frame (shrinking, or growing into tailroom).
     /// Returns false, changing nothing, when `len` does not fit.
     fn set_len(&mut self, len: usize) -> bool;
+    /// Replaces the frame with a copy of `frame`, headroom restored.
+    /// Returns false, changing nothing, when it does not fit.
+    fn copy_from(&mut self, frame: &[u8]) -> bool;
 }
 
 /// A heap buffer with fixed headroom: the frame lives in
@@ -125,6 +128,14 @@ impl FrameBuf for PacketBuf {
             return false;
         }
         self.len = len;
+        true
+    }
+
+    fn copy_from(&mut self, frame: &[u8]) -> bool {
+        if frame.len() > MAX_FRAME {
+            return false;
+        }
+        self.load(frame);
         true
     }
 }

@@ -9,3 +9,4 @@ pub mod maglev;
 pub mod pipeline;
 pub mod rewrite;
 pub mod stats;
+pub mod worker;
