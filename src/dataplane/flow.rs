@@ -1,1 +1,632 @@
-//! TODO
+//! The per-worker flow table: the first lookup of a packet's journey.
+//!
+//! After the pipeline has found the packet's version from its destination
+//! address, it asks this table whether the flow already has a backend. A hit
+//! sends the packet where the flow's first packet went, even if that backend
+//! has since failed its health check and left the Maglev table; a miss falls
+//! through to Maglev, and the pipeline inserts the answer here.
+//!
+//! One table per worker, used by that worker alone (RSS or fanout keeps a
+//! flow on one worker), so nothing here is `Sync` and nothing locks. All
+//! memory is reserved in `FlowTable::new`; no operation allocates after
+//! that. The table is sans-IO: the caller passes `now` (nanoseconds from any
+//! monotonic clock) and the table never reads a clock.
+//!
+//! The table is bounded: when it is full the least recently seen flow goes.
+//! That never breaks a healthy version's connection, because Maglev gives
+//! the evicted flow the same backend again; it only loses the stickiness
+//! that protects flows of an unhealthy backend.
+
+use core::hash::{BuildHasher, Hasher};
+
+use ahash::RandomState;
+use hashbrown::HashTable;
+
+mod key;
+
+pub use key::{hash_3tuple, FlowKey};
+
+/// IP protocol number of TCP: only TCP flows follow FIN/RST/SYN.
+const TCP: u8 = 6;
+/// End of a list, and "no node".
+const NIL: u32 = u32::MAX;
+/// Largest capacity: node indices are `u32` and `NIL` is reserved.
+pub const MAX_CAPACITY: usize = (NIL - 1) as usize;
+
+/// The version a flow belongs to.
+///
+/// `slot` is a dense index below the table's `max_versions` that the control
+/// plane gives a live version; `uid` is unique forever. A slot is reused by
+/// later versions, so an entry whose uid differs from its slot's current
+/// uid is stale: the table treats it as absent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct VersionRef {
+    pub slot: u32,
+    pub uid: u64,
+}
+
+/// Where a flow is in its life, as far as one direction of it shows (with
+/// direct server return only client→server packets pass through).
+///
+/// * `Open`: every non-TCP flow, and a TCP flow before any FIN or RST.
+///   Times out after `tcp_idle_ns` (TCP) or `udp_idle_ns` (anything else).
+/// * `Closing`: the client sent a FIN or a RST. Times out after the short
+///   `tcp_closing_ns`. A SYN without ACK on a `Closing` entry means the
+///   client reuses the 5-tuple for a new connection: `lookup` drops the
+///   entry and misses, so the pipeline selects a backend afresh.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum FlowState {
+    Open = 0,
+    Closing = 1,
+}
+
+/// TCP flags of the packet being looked up or inserted, as the flags byte
+/// of the TCP header (byte 13), so the pipeline passes it through. Ignored
+/// for non-TCP flows; pass `TcpFlags::NONE` there.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TcpFlags(pub u8);
+
+impl TcpFlags {
+    pub const NONE: TcpFlags = TcpFlags(0);
+    pub const FIN: TcpFlags = TcpFlags(0x01);
+    pub const SYN: TcpFlags = TcpFlags(0x02);
+    pub const RST: TcpFlags = TcpFlags(0x04);
+    pub const ACK: TcpFlags = TcpFlags(0x10);
+
+    pub const fn union(self, other: TcpFlags) -> TcpFlags {
+        TcpFlags(self.0 | other.0)
+    }
+
+    const fn has(self, flag: TcpFlags) -> bool {
+        self.0 & flag.0 != 0
+    }
+
+    /// FIN or RST: the connection is ending.
+    const fn closes(self) -> bool {
+        self.has(TcpFlags::FIN) || self.has(TcpFlags::RST)
+    }
+
+    /// SYN without ACK: a client opening a connection.
+    const fn opens(self) -> bool {
+        self.has(TcpFlags::SYN) && !self.has(TcpFlags::ACK)
+    }
+}
+
+/// What the table knows about a flow, returned by value (32 bytes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowEntry {
+    pub version: VersionRef,
+    /// Index into the version's backend list, as `MaglevTable::lookup`
+    /// returns it.
+    pub backend: u16,
+    pub state: FlowState,
+    /// `now` of the last packet, in the caller's nanoseconds.
+    pub last_seen: u64,
+}
+
+/// Idle timeouts per class, in nanoseconds. An entry idle for longer than
+/// its class's timeout is absent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowTimeouts {
+    /// Open TCP flows.
+    pub tcp_idle_ns: u64,
+    /// Everything that is not TCP (UDP, ICMP, ...).
+    pub udp_idle_ns: u64,
+    /// TCP after the client's FIN or a RST: short, the connection is over
+    /// and its 5-tuple may come back as a new connection.
+    pub tcp_closing_ns: u64,
+}
+
+impl Default for FlowTimeouts {
+    /// The configuration's defaults: 300 s TCP, 30 s UDP, 10 s closing.
+    fn default() -> Self {
+        const S: u64 = 1_000_000_000;
+        FlowTimeouts {
+            tcp_idle_ns: 300 * S,
+            udp_idle_ns: 30 * S,
+            tcp_closing_ns: 10 * S,
+        }
+    }
+}
+
+/// Timeout classes, one LRU list each. All entries of a list share one
+/// timeout, so a list ordered by last packet is also ordered by expiry and
+/// its tail is both its oldest and its first to expire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Class {
+    Tcp = 0,
+    Closing = 1,
+    Other = 2,
+}
+
+const CLASSES: [Class; 3] = [Class::Tcp, Class::Closing, Class::Other];
+
+/// One flow's storage: the key (flattened, so no padding), the entry, and
+/// the links of its LRU list (or of the free list). Exactly one cache line.
+#[derive(Clone, Copy)]
+#[repr(align(64))]
+struct Node {
+    src: [u8; 16],
+    dst: [u8; 16],
+    last_seen: u64,
+    slot: u32,
+    /// `FlowTable::slot_gen[slot]` when the entry was written. Stands in for
+    /// the version's 64-bit uid to keep the node in one line: the entry is
+    /// stale once its slot is bound to another uid, which bumps the
+    /// generation. Telling a stale entry from a live one would need 2^32
+    /// rebinds of one slot within the entry's idle timeout.
+    gen: u32,
+    prev: u32,
+    next: u32,
+    src_port: u16,
+    dst_port: u16,
+    backend: u16,
+    protocol: u8,
+    state: FlowState,
+}
+
+const _: () = assert!(core::mem::size_of::<Node>() == 64);
+
+impl Node {
+    const FREE: Node = Node {
+        src: [0; 16],
+        dst: [0; 16],
+        last_seen: 0,
+        slot: 0,
+        gen: 0,
+        prev: NIL,
+        next: NIL,
+        src_port: 0,
+        dst_port: 0,
+        backend: 0,
+        protocol: 0,
+        state: FlowState::Open,
+    };
+
+    #[inline]
+    fn matches(&self, key: &FlowKey) -> bool {
+        self.src == key.src
+            && self.dst == key.dst
+            && self.src_port == key.src_port
+            && self.dst_port == key.dst_port
+            && self.protocol == key.protocol
+    }
+
+    fn key(&self) -> FlowKey {
+        FlowKey {
+            src: self.src,
+            dst: self.dst,
+            src_port: self.src_port,
+            dst_port: self.dst_port,
+            protocol: self.protocol,
+        }
+    }
+
+    fn class(&self) -> Class {
+        match (self.protocol == TCP, self.state) {
+            (false, _) => Class::Other,
+            (true, FlowState::Open) => Class::Tcp,
+            (true, FlowState::Closing) => Class::Closing,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct List {
+    /// Most recently seen.
+    head: u32,
+    /// Least recently seen.
+    tail: u32,
+}
+
+/// A bounded, preallocated flow table with exact idle expiry, LRU eviction
+/// and per-version active-flow counts.
+///
+/// Index: a `hashbrown::HashTable` of `u32` node indices keyed by a
+/// randomly seeded ahash of the 5-tuple (clients choose their tuples, so
+/// the index must not be predictable); it reserves twice the capacity so
+/// that deletions can always be cleaned up in place and it never grows.
+/// Nodes live in a slab of 64-byte lines, linked into three LRU lists (one
+/// per timeout class) or the free list.
+pub struct FlowTable {
+    index: HashTable<u32>,
+    hasher: RandomState,
+    nodes: Box<[Node]>,
+    free: u32,
+    lists: [List; 3],
+    /// Idle timeout per `Class`.
+    timeouts: [u64; 3],
+    len: usize,
+    /// Latest `now` seen; a `now` that goes backwards is raised to it so the
+    /// lists stay ordered by last packet.
+    clock: u64,
+    evictions: u64,
+    /// Active flows per version slot (entries of the slot's current uid).
+    counts: Box<[u32]>,
+    slot_uid: Box<[u64]>,
+    slot_gen: Box<[u32]>,
+}
+
+impl FlowTable {
+    /// A table of `capacity` flows (clamped to `MAX_CAPACITY`) for version
+    /// slots `0..max_versions`. Allocates all its memory now — 64 bytes per
+    /// flow for the node plus 10 to 20 for the index — and writes the nodes,
+    /// so that the fast path never allocates. Every slot starts bound to
+    /// uid 0.
+    pub fn new(capacity: usize, max_versions: usize, timeouts: FlowTimeouts) -> Self {
+        let capacity = capacity.min(MAX_CAPACITY);
+        let mut nodes = vec![Node::FREE; capacity].into_boxed_slice();
+        // Free list in index order: node i links to i + 1; the last to NIL.
+        for (node, next) in nodes.iter_mut().zip(1u32..) {
+            node.next = next;
+        }
+        if let Some(last) = nodes.last_mut() {
+            last.next = NIL;
+        }
+        let empty = List {
+            head: NIL,
+            tail: NIL,
+        };
+        let mut timeout = [0; 3];
+        timeout[Class::Tcp as usize] = timeouts.tcp_idle_ns;
+        timeout[Class::Closing as usize] = timeouts.tcp_closing_ns;
+        timeout[Class::Other as usize] = timeouts.udp_idle_ns;
+        FlowTable {
+            index: HashTable::with_capacity(capacity.saturating_mul(2)),
+            hasher: RandomState::new(),
+            free: if capacity == 0 { NIL } else { 0 },
+            nodes,
+            lists: [empty; 3],
+            timeouts: timeout,
+            len: 0,
+            clock: 0,
+            evictions: 0,
+            counts: vec![0; max_versions].into_boxed_slice(),
+            slot_uid: vec![0; max_versions].into_boxed_slice(),
+            slot_gen: vec![0; max_versions].into_boxed_slice(),
+        }
+    }
+
+    /// Entries stored, including expired and stale ones not yet reclaimed.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Live flows pushed out because the table was full (expired entries
+    /// reclaimed to make room are not counted).
+    pub fn evictions(&self) -> u64 {
+        self.evictions
+    }
+
+    /// Records that the published snapshot puts version `uid` in `slot`.
+    /// When the uid changes, the slot's count restarts at 0 and the slot's
+    /// old entries become stale: absent for lookups, and never decrementing
+    /// the new version's count. An out-of-range slot is ignored.
+    pub fn bind_version(&mut self, slot: u32, uid: u64) {
+        let s = slot as usize;
+        let (Some(bound), Some(gen), Some(count)) = (
+            self.slot_uid.get_mut(s),
+            self.slot_gen.get_mut(s),
+            self.counts.get_mut(s),
+        ) else {
+            return;
+        };
+        if *bound != uid {
+            *bound = uid;
+            *gen = gen.wrapping_add(1);
+            *count = 0;
+        }
+    }
+
+    /// Entries of the version currently bound to `slot` (0 when out of
+    /// range). Expired entries count until they are reclaimed; since the
+    /// table evicts, 0 alone does not prove a version drained.
+    pub fn active_flows(&self, slot: u32) -> u32 {
+        self.counts.get(slot as usize).copied().unwrap_or(0)
+    }
+
+    /// The flow's entry, refreshed to `now` and moved to the head of its
+    /// list; one index probe on a hit. `flags` advance the TCP state (see
+    /// `FlowState`).
+    ///
+    /// Misses (`None`) when the flow is unknown, has been idle longer than
+    /// its timeout, belongs to a version no longer bound to its slot, or is
+    /// a `Closing` TCP flow whose 5-tuple a SYN reuses; the entry is removed
+    /// in the last three cases and the caller selects a backend afresh.
+    #[inline]
+    pub fn lookup(&mut self, key: &FlowKey, now: u64, flags: TcpFlags) -> Option<FlowEntry> {
+        let now = self.tick(now);
+        let idx = self.find(self.index_hash(key), key)?;
+        let node = &self.nodes[idx as usize];
+        let reused = node.protocol == TCP && node.state == FlowState::Closing && flags.opens();
+        if self.is_stale(node) || self.is_expired(node, now) || reused {
+            self.remove_node(idx);
+            return None;
+        }
+        let class = node.class();
+        let node = &mut self.nodes[idx as usize];
+        node.last_seen = now;
+        if node.protocol == TCP && flags.closes() {
+            node.state = FlowState::Closing;
+        }
+        if node.class() != class || self.lists[class as usize].head != idx {
+            self.unlink(idx, class);
+            self.push_front(idx);
+        }
+        Some(self.entry(&self.nodes[idx as usize]))
+    }
+
+    /// The flow's entry without refreshing it: `None` if unknown, stale or
+    /// idle for longer than its timeout at `now`. For tests and debugging.
+    pub fn peek(&self, key: &FlowKey, now: u64) -> Option<FlowEntry> {
+        let now = now.max(self.clock);
+        let idx = self.find(self.index_hash(key), key)?;
+        let node = &self.nodes[idx as usize];
+        if self.is_stale(node) || self.is_expired(node, now) {
+            return None;
+        }
+        Some(self.entry(node))
+    }
+
+    /// Pins `key` to `backend` of `version`, as seen at `now` with `flags`
+    /// (a first packet that carries FIN or RST starts `Closing`). Replaces
+    /// an existing entry for the key.
+    ///
+    /// When the table is full, the oldest expired entry makes room if there
+    /// is one, otherwise the least recently seen entry is evicted. Binds
+    /// `version.uid` to its slot if it is not bound yet: the caller's
+    /// snapshot is the authority. A slot `>= max_versions` is a control
+    /// plane bug; such a flow is not pinned (it keeps its Maglev backend
+    /// while the version's health is unchanged).
+    pub fn insert(
+        &mut self,
+        key: FlowKey,
+        version: VersionRef,
+        backend: u16,
+        now: u64,
+        flags: TcpFlags,
+    ) {
+        let slot = version.slot as usize;
+        if slot >= self.counts.len() {
+            return;
+        }
+        self.bind_version(version.slot, version.uid);
+        let now = self.tick(now);
+        let hash = self.index_hash(&key);
+        let idx = match self.find(hash, &key) {
+            Some(idx) => {
+                let class = self.nodes[idx as usize].class();
+                self.unlink(idx, class);
+                self.uncount(idx);
+                idx
+            }
+            None => {
+                if self.free == NIL {
+                    self.make_room(now);
+                }
+                let Some(idx) = self.pop_free() else {
+                    return; // capacity 0
+                };
+                let (nodes, hasher) = (&self.nodes, &self.hasher);
+                self.index.insert_unique(hash, idx, |&i| {
+                    nodes
+                        .get(i as usize)
+                        .map_or(0, |n| index_hash(hasher, &n.key()))
+                });
+                self.len = self.len.saturating_add(1);
+                idx
+            }
+        };
+        let gen = self.slot_gen[slot];
+        let node = &mut self.nodes[idx as usize];
+        *node = Node {
+            src: key.src,
+            dst: key.dst,
+            last_seen: now,
+            slot: version.slot,
+            gen,
+            prev: NIL,
+            next: NIL,
+            src_port: key.src_port,
+            dst_port: key.dst_port,
+            backend,
+            protocol: key.protocol,
+            state: if key.protocol == TCP && flags.closes() {
+                FlowState::Closing
+            } else {
+                FlowState::Open
+            },
+        };
+        self.push_front(idx);
+        if let Some(c) = self.counts.get_mut(slot) {
+            *c = c.saturating_add(1);
+        }
+    }
+
+    /// Removes the flow's entry and returns it, whatever its idle time
+    /// (there is no `now` here); `None` if there was none or it was stale.
+    pub fn remove(&mut self, key: &FlowKey) -> Option<FlowEntry> {
+        let idx = self.find(self.index_hash(key), key)?;
+        let node = &self.nodes[idx as usize];
+        let entry = (!self.is_stale(node)).then(|| self.entry(node));
+        self.remove_node(idx);
+        entry
+    }
+
+    /// Removes up to `budget` entries that are idle for longer than their
+    /// timeout at `now`, oldest first, and returns how many. Only list
+    /// tails are examined, so the cost is O(removed); the worker calls it
+    /// once per burst with a small budget.
+    pub fn expire(&mut self, now: u64, budget: usize) -> usize {
+        let now = self.tick(now);
+        let mut removed = 0;
+        while removed < budget {
+            let Some(idx) = self.oldest_expired(now) else {
+                break;
+            };
+            self.remove_node(idx);
+            removed += 1;
+        }
+        removed
+    }
+
+    fn tick(&mut self, now: u64) -> u64 {
+        self.clock = self.clock.max(now);
+        self.clock
+    }
+
+    #[inline]
+    fn index_hash(&self, key: &FlowKey) -> u64 {
+        index_hash(&self.hasher, key)
+    }
+
+    /// The node of `key`, whose index hash is `hash`: one probe.
+    #[inline]
+    fn find(&self, hash: u64, key: &FlowKey) -> Option<u32> {
+        let nodes = &self.nodes;
+        self.index
+            .find(hash, |&i| {
+                nodes.get(i as usize).is_some_and(|n| n.matches(key))
+            })
+            .copied()
+    }
+
+    fn is_stale(&self, node: &Node) -> bool {
+        self.slot_gen.get(node.slot as usize) != Some(&node.gen)
+    }
+
+    fn is_expired(&self, node: &Node, now: u64) -> bool {
+        now.saturating_sub(node.last_seen) > self.timeouts[node.class() as usize]
+    }
+
+    fn entry(&self, node: &Node) -> FlowEntry {
+        FlowEntry {
+            version: VersionRef {
+                slot: node.slot,
+                uid: self.slot_uid.get(node.slot as usize).copied().unwrap_or(0),
+            },
+            backend: node.backend,
+            state: node.state,
+            last_seen: node.last_seen,
+        }
+    }
+
+    /// The oldest list tail that has expired at `now`. Expired entries of a
+    /// list form its tail end, so this finds the oldest expired entry.
+    fn oldest_expired(&self, now: u64) -> Option<u32> {
+        self.tails()
+            .filter(|&i| self.is_expired(&self.nodes[i as usize], now))
+            .min_by_key(|&i| self.nodes[i as usize].last_seen)
+    }
+
+    fn tails(&self) -> impl Iterator<Item = u32> + '_ {
+        CLASSES
+            .iter()
+            .map(|&c| self.lists[c as usize].tail)
+            .filter(|&t| t != NIL)
+    }
+
+    /// Frees one node of a full table: the oldest expired entry if any,
+    /// else the least recently seen one (the oldest of the three tails).
+    fn make_room(&mut self, now: u64) {
+        if let Some(idx) = self.oldest_expired(now) {
+            self.remove_node(idx);
+        } else if let Some(idx) = self
+            .tails()
+            .min_by_key(|&i| self.nodes[i as usize].last_seen)
+        {
+            self.remove_node(idx);
+            self.evictions = self.evictions.saturating_add(1);
+        }
+    }
+
+    /// Takes node `idx` out of the index, its list and the counts, and puts
+    /// it on the free list.
+    fn remove_node(&mut self, idx: u32) {
+        let node = &self.nodes[idx as usize];
+        let hash = self.index_hash(&node.key());
+        let class = node.class();
+        if let Ok(entry) = self.index.find_entry(hash, |&i| i == idx) {
+            entry.remove();
+        }
+        self.unlink(idx, class);
+        self.uncount(idx);
+        self.nodes[idx as usize].next = self.free;
+        self.free = idx;
+        self.len = self.len.saturating_sub(1);
+    }
+
+    /// Decrements the count of node `idx`'s version unless the entry is
+    /// stale (its slot now belongs to another version).
+    fn uncount(&mut self, idx: u32) {
+        let node = &self.nodes[idx as usize];
+        if self.is_stale(node) {
+            return;
+        }
+        if let Some(c) = self.counts.get_mut(node.slot as usize) {
+            *c = c.saturating_sub(1);
+        }
+    }
+
+    fn pop_free(&mut self) -> Option<u32> {
+        let idx = self.free;
+        let node = self.nodes.get(idx as usize)?;
+        self.free = node.next;
+        Some(idx)
+    }
+
+    /// Unlinks `idx` from the list of `class` (the class it was linked
+    /// under, which may differ from its current state's).
+    fn unlink(&mut self, idx: u32, class: Class) {
+        let Node { prev, next, .. } = self.nodes[idx as usize];
+        let list = &mut self.lists[class as usize];
+        match self.nodes.get_mut(prev as usize) {
+            Some(p) => p.next = next,
+            None => list.head = next,
+        }
+        match self.nodes.get_mut(next as usize) {
+            Some(n) => n.prev = prev,
+            None => list.tail = prev,
+        }
+    }
+
+    /// Links `idx` at the head of the list of its current class.
+    fn push_front(&mut self, idx: u32) {
+        let class = self.nodes[idx as usize].class();
+        let list = &mut self.lists[class as usize];
+        let old = list.head;
+        list.head = idx;
+        if old == NIL {
+            list.tail = idx;
+        }
+        if let Some(h) = self.nodes.get_mut(old as usize) {
+            h.prev = idx;
+        }
+        let node = &mut self.nodes[idx as usize];
+        node.prev = NIL;
+        node.next = old;
+    }
+}
+
+/// The flow table's private index hash (randomly seeded per table).
+fn index_hash(hasher: &RandomState, key: &FlowKey) -> u64 {
+    let mut h = hasher.build_hasher();
+    h.write_u128(u128::from_ne_bytes(key.src));
+    h.write_u128(u128::from_ne_bytes(key.dst));
+    h.write_u64(
+        (u64::from(key.src_port) << 24) | (u64::from(key.dst_port) << 8) | u64::from(key.protocol),
+    );
+    h.finish()
+}
+
+#[cfg(test)]
+mod tests;
