@@ -5,6 +5,9 @@
 //!
 //! `cargo bench --bench pipeline`; numbers go to docs/performance.md.
 
+// Synthetic test data: the narrowing casts below are on small counters.
+#![allow(clippy::cast_possible_truncation)]
+
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
@@ -57,7 +60,11 @@ fn warm(
         let mut bufs: Vec<PacketBuf> = chunk.iter().map(|f| PacketBuf::from_slice(f)).collect();
         let n = bufs.len();
         pipe.process(snap, 1, &mut bufs, &mut verdicts[..n]);
-        assert!(verdicts[..n].iter().all(|v| *v == Verdict::Forward), "{:?}", &verdicts[..n]);
+        assert!(
+            verdicts[..n].iter().all(|v| *v == Verdict::Forward),
+            "{:?}",
+            &verdicts[..n]
+        );
     }
 }
 

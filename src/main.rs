@@ -6,7 +6,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "cutover", version, about = "L4 load balancer with DNS-based in-packet service version tagging")]
+#[command(
+    name = "cutover",
+    version,
+    about = "L4 load balancer with DNS-based in-packet service version tagging"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

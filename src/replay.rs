@@ -127,7 +127,8 @@ pub fn run(cfg: &Config, input: &Path, output: &Path) -> Result<ReplayReport, Re
             match verdicts[i] {
                 Verdict::Forward => {
                     report.forwarded += 1;
-                    if let Some(v) = dsts[i].and_then(|d| snap.version_for_vip(&d).map(|v| (v, d))) {
+                    if let Some(v) = dsts[i].and_then(|d| snap.version_for_vip(&d).map(|v| (v, d)))
+                    {
                         let e = per_vip.entry((v.0.slot, v.1)).or_default();
                         e.0 += 1;
                         e.1 += lens[i] as u64;
@@ -149,7 +150,9 @@ pub fn run(cfg: &Config, input: &Path, output: &Path) -> Result<ReplayReport, Re
     }
     port.finish().map_err(io_err(output))?;
     for ((slot, vip), (packets, bytes)) in per_vip {
-        let Some(v) = snap.version(slot) else { continue };
+        let Some(v) = snap.version(slot) else {
+            continue;
+        };
         let service = snap
             .service(v.service)
             .map(|s| s.name.to_string())
@@ -163,7 +166,9 @@ pub fn run(cfg: &Config, input: &Path, output: &Path) -> Result<ReplayReport, Re
         });
     }
     for r in DropReason::ALL {
-        report.drops.insert(r.as_str().to_string(), stats.dropped(r));
+        report
+            .drops
+            .insert(r.as_str().to_string(), stats.dropped(r));
     }
     Ok(report)
 }

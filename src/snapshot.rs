@@ -158,7 +158,11 @@ impl Snapshot {
         services: Vec<ServiceEntry>,
         versions: Vec<VersionEntry>,
     ) -> Result<Snapshot, SnapshotError> {
-        let max_slot = versions.iter().map(|v| v.slot).max().map_or(0, |s| s as usize + 1);
+        let max_slot = versions
+            .iter()
+            .map(|v| v.slot)
+            .max()
+            .map_or(0, |s| s as usize + 1);
         let mut slots: Vec<Option<VersionEntry>> = vec![None; max_slot];
         let mut vips = hashbrown::HashMap::with_hasher(ahash::RandomState::new());
         for v in versions {

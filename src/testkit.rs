@@ -30,7 +30,17 @@ pub fn vip_v4(i: u32) -> Ipv4Addr {
 
 /// The IPv6 VIP of service `i`.
 pub fn vip_v6(i: u32) -> Ipv6Addr {
-    Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, (i >> 16) as u16 & 0xffff, (i & 0xffff) as u16)
+    let [a, b, c, d] = i.to_be_bytes();
+    Ipv6Addr::new(
+        0x2001,
+        0xdb8,
+        0x100,
+        0,
+        0,
+        0,
+        u16::from_be_bytes([a, b]),
+        u16::from_be_bytes([c, d]),
+    )
 }
 
 /// Backend `j` of service `i`: 10.(i/256).(i%256).(j+1) style, unique.
@@ -90,8 +100,11 @@ pub fn snapshot(
                 healthy: true,
             })
             .collect();
-        let maglev = bootstrap::build_maglev(table_size, &bs)
-            .map_err(|_| SnapshotError::NoService { slot: i, service: i })?;
+        let maglev =
+            bootstrap::build_maglev(table_size, &bs).map_err(|_| SnapshotError::NoService {
+                slot: i,
+                service: i,
+            })?;
         versions.push(VersionEntry {
             slot: i,
             uid: u64::from(i) + 1,

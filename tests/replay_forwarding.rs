@@ -4,6 +4,9 @@
 //! byte by byte against the input, with checksums recomputed by an
 //! implementation independent of cutover's `wire` module.
 
+// Synthetic test data: the narrowing casts below are on small counters.
+#![allow(clippy::cast_possible_truncation)]
+
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv6Addr};
 use std::path::{Path, PathBuf};
@@ -108,7 +111,11 @@ fn replay(frames: &[Vec<u8>]) -> Run {
         .collect();
     write_pcap(&input, &stamped).unwrap();
     let report = cutover::replay::run(&cfg, &input, &output).unwrap();
-    let output = read_pcap(&output).unwrap().into_iter().map(|(_, f)| f).collect();
+    let output = read_pcap(&output)
+        .unwrap()
+        .into_iter()
+        .map(|(_, f)| f)
+        .collect();
     Run {
         _dir: dir,
         report,
@@ -249,7 +256,14 @@ fn ipip_4in4_keeps_each_flow_on_one_backend_and_spreads_flows() {
     for flow in 0..300u32 {
         for pkt in 0..4u32 {
             let payload = format!("flow {flow} packet {pkt}");
-            frames.push(tcp4(client4(flow), 10_000 + flow as u16, WEB_V4, 80, pkt, payload.as_bytes()));
+            frames.push(tcp4(
+                client4(flow),
+                10_000 + flow as u16,
+                WEB_V4,
+                80,
+                pkt,
+                payload.as_bytes(),
+            ));
         }
     }
     let run = replay(&frames);
@@ -262,14 +276,27 @@ fn ipip_4in4_keeps_each_flow_on_one_backend_and_spreads_flows() {
         let e = decap(out, &macs);
         assert_eq!(e.inner_proto, 4, "4-in-4");
         assert_eq!(e.inner, input[14..], "inner packet byte for byte");
-        assert!(checksum_ok(&e.inner[..20]), "inner IPv4 checksum still valid");
-        assert!(e.backend.to_string().starts_with("10.0.1.1"), "a backend of web");
+        assert!(
+            checksum_ok(&e.inner[..20]),
+            "inner IPv4 checksum still valid"
+        );
+        assert!(
+            e.backend.to_string().starts_with("10.0.1.1"),
+            "a backend of web"
+        );
         let key = e.inner[12..24].to_vec(); // addresses and ports
         let prev = flow_backend.insert(key, e.backend);
-        assert!(prev.is_none() || prev == Some(e.backend), "flow changed backend");
+        assert!(
+            prev.is_none() || prev == Some(e.backend),
+            "flow changed backend"
+        );
         *per_backend.entry(e.backend).or_default() += 1;
     }
-    assert_eq!(per_backend.len(), 3, "all backends get flows: {per_backend:?}");
+    assert_eq!(
+        per_backend.len(),
+        3,
+        "all backends get flows: {per_backend:?}"
+    );
     for (b, n) in &per_backend {
         assert!(*n >= 1200 / 3 / 2, "backend {b} got only {n} packets");
     }
@@ -282,9 +309,30 @@ fn ipip_4in4_keeps_each_flow_on_one_backend_and_spreads_flows() {
 fn ipip_families_6in4_4in6_6in6() {
     let mut frames = Vec::new();
     for i in 0..40u32 {
-        frames.push(tcp6(client6(i), 20_000 + i as u16, web_v6(), 80, i, b"six-in-four"));
-        frames.push(tcp4(client4(i), 21_000 + i as u16, WEB6_V4, 80, i, b"four-in-six"));
-        frames.push(tcp6(client6(i), 22_000 + i as u16, web6_v6(), 80, i, b"six-in-six"));
+        frames.push(tcp6(
+            client6(i),
+            20_000 + i as u16,
+            web_v6(),
+            80,
+            i,
+            b"six-in-four",
+        ));
+        frames.push(tcp4(
+            client4(i),
+            21_000 + i as u16,
+            WEB6_V4,
+            80,
+            i,
+            b"four-in-six",
+        ));
+        frames.push(tcp6(
+            client6(i),
+            22_000 + i as u16,
+            web6_v6(),
+            80,
+            i,
+            b"six-in-six",
+        ));
     }
     let run = replay(&frames);
     assert_eq!(run.output.len(), frames.len());
@@ -297,13 +345,26 @@ fn ipip_families_6in4_4in6_6in6() {
         assert_eq!(e.inner_proto, if inner_v6 { 41 } else { 4 });
         seen.insert((e.backend.is_ipv6(), inner_v6));
     }
-    assert_eq!(seen.len(), 3, "6-in-4, 4-in-6 and 6-in-6 all seen: {seen:?}");
+    assert_eq!(
+        seen.len(),
+        3,
+        "6-in-4, 4-in-6 and 6-in-6 all seen: {seen:?}"
+    );
 }
 
 #[test]
 fn l2dsr_rewrites_only_the_ethernet_addresses() {
     let frames: Vec<Vec<u8>> = (0..200u32)
-        .map(|i| tcp4(client4(i), 30_000 + i as u16, DSR_V4, 80, i, b"direct server return"))
+        .map(|i| {
+            tcp4(
+                client4(i),
+                30_000 + i as u16,
+                DSR_V4,
+                80,
+                i,
+                b"direct server return",
+            )
+        })
         .collect();
     let run = replay(&frames);
     assert_eq!(run.output.len(), 200);
@@ -311,7 +372,10 @@ fn l2dsr_rewrites_only_the_ethernet_addresses() {
     let mut used = HashSet::new();
     for (out, input) in run.output.iter().zip(&frames) {
         assert_eq!(out.len(), input.len());
-        assert!(allowed.iter().any(|m| out[..6] == m[..]), "dst MAC is a backend's");
+        assert!(
+            allowed.iter().any(|m| out[..6] == m[..]),
+            "dst MAC is a backend's"
+        );
         assert_eq!(&out[6..12], &LB_MAC, "src MAC is the LB's");
         assert_eq!(out[12..], input[12..], "the IP packet is untouched");
         used.insert(out[..6].to_vec());
@@ -375,7 +439,7 @@ fn oversize_ipv4_with_df_gets_fragmentation_needed() {
     let payload = vec![0xab; 1500 - 20 - 20];
     let big = tcp4(client4(7), 50_000, WEB_V4, 80, 9, &payload);
     assert_eq!(big.len(), 14 + 1500);
-    let run = replay(&[big.clone()]);
+    let run = replay(std::slice::from_ref(&big));
     assert_eq!(run.report.icmp_replies, 1);
     assert_eq!(run.report.forwarded, 0);
     assert_eq!(run.report.drops["too_big"], 1);
@@ -391,7 +455,11 @@ fn oversize_ipv4_with_df_gets_fragmentation_needed() {
     assert_eq!(total, 576, "as much of the packet as fits 576 bytes");
     let icmp = &ip[20..total];
     assert_eq!((icmp[0], icmp[1]), (3, 4), "fragmentation needed");
-    assert_eq!(u16::from_be_bytes([icmp[6], icmp[7]]), 1480, "MTU minus outer header");
+    assert_eq!(
+        u16::from_be_bytes([icmp[6], icmp[7]]),
+        1480,
+        "MTU minus outer header"
+    );
     assert!(checksum_ok(icmp), "ICMP checksum");
     assert_eq!(&icmp[8..], &big[14..14 + 548], "quotes the original packet");
 }
@@ -400,7 +468,7 @@ fn oversize_ipv4_with_df_gets_fragmentation_needed() {
 fn oversize_ipv6_gets_packet_too_big() {
     let payload = vec![0xcd; 1500 - 40 - 20];
     let big = tcp6(client6(3), 50_001, web6_v6(), 80, 9, &payload);
-    let run = replay(&[big.clone()]);
+    let run = replay(std::slice::from_ref(&big));
     assert_eq!(run.report.icmp_replies, 1);
     let r = &run.output[0];
     assert_eq!(&r[..6], &CLIENT_MAC);
@@ -412,7 +480,11 @@ fn oversize_ipv6_gets_packet_too_big() {
     assert_eq!(40 + plen, 1280, "as much as fits the IPv6 minimum MTU");
     let icmp = &ip[40..40 + plen];
     assert_eq!((icmp[0], icmp[1]), (2, 0), "packet too big");
-    assert_eq!(u32::from_be_bytes([icmp[4], icmp[5], icmp[6], icmp[7]]), 1460, "6-in-6 leaves 1460");
+    assert_eq!(
+        u32::from_be_bytes([icmp[4], icmp[5], icmp[6], icmp[7]]),
+        1460,
+        "6-in-6 leaves 1460"
+    );
     assert!(icmpv6_ok(&ip[8..24], &ip[24..40], icmp), "ICMPv6 checksum");
     assert_eq!(&icmp[8..], &big[14..14 + 1232]);
 }
@@ -422,7 +494,7 @@ fn oversize_ipv4_without_df_is_encapsulated_and_fragmented() {
     let payload: Vec<u8> = (0..1472u32).map(|i| i as u8).collect();
     let big = udp4_nodf(client4(9), 53_000, WEB_V4, 53, &payload);
     assert_eq!(big.len(), 14 + 1500);
-    let run = replay(&[big.clone()]);
+    let run = replay(std::slice::from_ref(&big));
     assert_eq!(run.report.forwarded, 1);
     assert_eq!(run.report.extra_fragments, 1);
     assert_eq!(run.output.len(), 2);
@@ -432,7 +504,10 @@ fn oversize_ipv4_without_df_is_encapsulated_and_fragmented() {
     let mut covered = 0;
     for f in &run.output {
         let ip = &f[14..];
-        assert!(checksum_ok(&ip[..20]), "outer header checksum of each fragment");
+        assert!(
+            checksum_ok(&ip[..20]),
+            "outer header checksum of each fragment"
+        );
         assert!(ip.len() <= 1500, "each fragment fits the MTU");
         assert_eq!(ip[9], 4);
         let flags_off = u16::from_be_bytes([ip[6], ip[7]]);
@@ -448,7 +523,11 @@ fn oversize_ipv4_without_df_is_encapsulated_and_fragmented() {
     }
     assert_eq!(backends.len(), 1, "both fragments to one backend");
     assert_eq!(covered, 1500);
-    assert_eq!(reassembled, big[14..], "fragments reassemble to the client's packet");
+    assert_eq!(
+        reassembled,
+        big[14..],
+        "fragments reassemble to the client's packet"
+    );
 }
 
 #[test]
@@ -499,7 +578,7 @@ fn vlan_tagged_frames_keep_their_tag() {
         .tcp(1234, 80, 1, 1000)
         .write(&mut v, b"tagged")
         .unwrap();
-    let run = replay(&[v.clone()]);
+    let run = replay(std::slice::from_ref(&v));
     assert_eq!(run.output.len(), 1);
     let out = &run.output[0];
     assert_eq!(&out[12..14], &[0x81, 0x00], "still tagged");
@@ -522,7 +601,12 @@ fn cli_replay_prints_json_and_check_names_the_position() {
     let input = dir.path().join("in.pcap");
     let output = dir.path().join("out.pcap");
     let frames: Vec<(Duration, Vec<u8>)> = (0..10u32)
-        .map(|i| (Duration::from_millis(u64::from(i)), tcp4(client4(i), 1000 + i as u16, WEB_V4, 80, 0, b"x")))
+        .map(|i| {
+            (
+                Duration::from_millis(u64::from(i)),
+                tcp4(client4(i), 1000 + i as u16, WEB_V4, 80, 0, b"x"),
+            )
+        })
         .collect();
     write_pcap(&input, &frames).unwrap();
     let out = cutover()
@@ -535,7 +619,11 @@ fn cli_replay_prints_json_and_check_names_the_position() {
         .arg("--json")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["forwarded"], 10);
     assert_eq!(json["vips"][0]["service"], "web");
@@ -553,18 +641,42 @@ fn cli_replay_prints_json_and_check_names_the_position() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&table.stdout);
-    assert!(text.contains("web") && text.contains("203.0.113.1") && text.contains("no_service"), "{text}");
+    assert!(
+        text.contains("web") && text.contains("203.0.113.1") && text.contains("no_service"),
+        "{text}"
+    );
 
-    let ok = cutover().arg("check").arg("--config").arg(&cfg).output().unwrap();
+    let ok = cutover()
+        .arg("check")
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
     assert!(ok.status.success());
 
     let bad = dir.path().join("bad.toml");
-    std::fs::write(&bad, CONFIG.replace("backends = [\"10.0.2.31\"", "backend = [\"10.0.2.31\"")).unwrap();
-    let out = cutover().arg("check").arg("--config").arg(&bad).output().unwrap();
+    std::fs::write(
+        &bad,
+        CONFIG.replace("backends = [\"10.0.2.31\"", "backend = [\"10.0.2.31\""),
+    )
+    .unwrap();
+    let out = cutover()
+        .arg("check")
+        .arg("--config")
+        .arg(&bad)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    let line = CONFIG.lines().position(|l| l.starts_with("backends = [\"10.0.2.31\"")).unwrap() + 1;
-    assert!(err.contains(&format!("bad.toml:{line}:1:")), "position in: {err}");
+    let line = CONFIG
+        .lines()
+        .position(|l| l.starts_with("backends = [\"10.0.2.31\""))
+        .unwrap()
+        + 1;
+    assert!(
+        err.contains(&format!("bad.toml:{line}:1:")),
+        "position in: {err}"
+    );
     assert!(err.contains("backend"), "{err}");
 
     let usage = cutover().arg("replay").output().unwrap();

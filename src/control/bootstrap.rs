@@ -74,9 +74,8 @@ pub fn build_maglev(
     backends: &[Backend],
 ) -> Result<MaglevTable, maglev::MaglevError> {
     let keys: Vec<Vec<u8>> = backends.iter().map(|b| maglev_key(&b.addr)).collect();
-    let key_refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
     let enabled: Vec<bool> = backends.iter().map(|b| b.healthy).collect();
-    maglev::build(table_size, &key_refs, &enabled)
+    MaglevTable::build(table_size, &keys, &enabled)
 }
 
 /// The backends of `addrs` with their static next hops, all healthy.
@@ -132,12 +131,13 @@ pub fn initial_snapshot(cfg: &Config) -> Result<Snapshot, BootstrapError> {
         let vips = first_vips(cfg, i, &taken)?;
         taken.extend(vips.iter().copied());
         let backends = backends(cfg, &s.backends);
-        let maglev = build_maglev(cfg.dataplane.maglev_table_size, &backends).map_err(|source| {
-            BootstrapError::Maglev {
-                service: s.name.clone(),
-                source,
-            }
-        })?;
+        let maglev =
+            build_maglev(cfg.dataplane.maglev_table_size, &backends).map_err(|source| {
+                BootstrapError::Maglev {
+                    service: s.name.clone(),
+                    source,
+                }
+            })?;
         let slot = u32::try_from(i).map_err(|_| SnapshotError::SlotOutOfRange(u32::MAX))?;
         versions.push(VersionEntry {
             slot,
@@ -150,5 +150,10 @@ pub fn initial_snapshot(cfg: &Config) -> Result<Snapshot, BootstrapError> {
             maglev: Arc::new(maglev),
         });
     }
-    Ok(Snapshot::new(1, settings(cfg), service_entries(cfg), versions)?)
+    Ok(Snapshot::new(
+        1,
+        settings(cfg),
+        service_entries(cfg),
+        versions,
+    )?)
 }

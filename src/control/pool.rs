@@ -71,13 +71,19 @@ mod tests {
     fn lowest_free_walks_prefixes_in_order() {
         let p = pool(&["203.0.113.0/30", "198.51.100.8/29", "2001:db8::/126"]);
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
-        assert_eq!(lowest_free(&p, Family::Ipv4, |_| false), Some(ip("203.0.113.1")));
+        assert_eq!(
+            lowest_free(&p, Family::Ipv4, |_| false),
+            Some(ip("203.0.113.1"))
+        );
         let taken = [ip("203.0.113.1"), ip("203.0.113.2")];
         assert_eq!(
             lowest_free(&p, Family::Ipv4, |a| taken.contains(a)),
             Some(ip("198.51.100.9"))
         );
-        assert_eq!(lowest_free(&p, Family::Ipv6, |_| false), Some(ip("2001:db8::1")));
+        assert_eq!(
+            lowest_free(&p, Family::Ipv6, |_| false),
+            Some(ip("2001:db8::1"))
+        );
         assert_eq!(lowest_free(&p, Family::Ipv6, |_| true), None);
     }
 }

@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::control::config::{Forwarding, Protocol};
-use crate::dataplane::flow::{hash_3tuple, FlowKey, FlowTable, FlowTimeouts, VersionRef};
+use crate::dataplane::flow::{hash_3tuple, FlowKey, FlowTable, FlowTimeouts, TcpFlags, VersionRef};
 use crate::dataplane::frame::{FrameBuf, PacketBuf};
 use crate::dataplane::rewrite;
 use crate::dataplane::stats::{DropReason, WorkerStats};
@@ -91,10 +91,8 @@ pub(crate) struct Parsed {
     pub(crate) fragment: bool,
     /// IPv4 DF bit (always true for IPv6: routers never fragment it).
     pub(crate) dont_frag: bool,
-    pub(crate) syn: bool,
-    pub(crate) fin: bool,
-    pub(crate) rst: bool,
-    pub(crate) ack: bool,
+    /// The TCP flags byte (0 for other protocols).
+    pub(crate) tcp_flags: u8,
 }
 
 impl Pipeline {
@@ -173,7 +171,8 @@ impl Pipeline {
     pub fn publish_flow_gauges(&mut self, snap: &Snapshot, now: u64) {
         for v in snap.versions() {
             if let Some(c) = self.stats.versions.get(v.slot as usize) {
-                c.active_flows.set(u64::from(self.flows.active_flows(v.slot)));
+                c.active_flows
+                    .set(u64::from(self.flows.active_flows(v.slot)));
             }
         }
         self.stats.flow_evictions.set(self.flows.evictions());
@@ -222,8 +221,7 @@ impl Pipeline {
         if !served {
             return Verdict::Drop(DropReason::NoService);
         }
-        let counters = self.stats.versions.get(version.slot as usize);
-        if let Some(c) = counters {
+        if let Some(c) = self.stats.versions.get(version.slot as usize) {
             // The drain rule's "quiet" clock: any packet that reached the
             // version's VIPs counts, forwarded or not.
             c.last_packet_ns.set(now);
@@ -248,7 +246,7 @@ impl Pipeline {
             }
         };
         if verdict == Verdict::Forward {
-            if let Some(c) = counters {
+            if let Some(c) = self.stats.versions.get(version.slot as usize) {
                 c.packets.add(1);
                 c.bytes.add(frame_len as u64);
             }
@@ -277,30 +275,22 @@ impl Pipeline {
             slot: version.slot,
             uid: version.uid,
         };
-        let tcp = p.protocol == IpProtocol::Tcp;
-        if let Some(entry) = self.flows.lookup(&key, now) {
-            let pinned = entry.backend;
-            let same_version = entry.version == this;
+        let flags = TcpFlags(p.tcp_flags);
+        // The flow table forgets expired and stale entries and a bare SYN
+        // on a closing 5-tuple by itself: those come back as `None` and
+        // are placed afresh, like any new flow.
+        if let Some(entry) = self.flows.lookup(&key, now, flags) {
             let healthy = version
                 .backends
-                .get(usize::from(pinned))
+                .get(usize::from(entry.backend))
                 .is_some_and(|b| b.healthy);
-            // A bare SYN on a known 5-tuple starts a new connection: it is
-            // placed afresh, like any new flow.
-            let reused = tcp && p.syn && !p.ack && entry.is_closing();
-            if same_version && healthy && !reused {
-                if tcp {
-                    self.flows.observe_tcp(&key, p.syn, p.fin, p.rst, now);
-                }
-                return Some(pinned);
+            if entry.version == this && healthy {
+                return Some(entry.backend);
             }
             self.flows.remove(&key);
         }
         let backend = version.maglev.lookup(key.flow_hash())?;
-        self.flows.insert(key, this, backend, now);
-        if tcp {
-            self.flows.observe_tcp(&key, p.syn, p.fin, p.rst, now);
-        }
+        self.flows.insert(key, this, backend, now, flags);
         Some(backend)
     }
 }
@@ -339,10 +329,7 @@ fn parse_v4(frame: &[u8], l3: usize) -> Result<Parsed, DropReason> {
         ports: None,
         fragment,
         dont_frag: ip.dont_frag(),
-        syn: false,
-        fin: false,
-        rst: false,
-        ack: false,
+        tcp_flags: 0,
     };
     if !fragment || ip.frag_offset() == 0 {
         transport(&mut p, ip.payload())?;
@@ -364,10 +351,7 @@ fn parse_v6(frame: &[u8], l3: usize) -> Result<Parsed, DropReason> {
         ports: None,
         fragment: upper.fragment.is_some(),
         dont_frag: true,
-        syn: false,
-        fin: false,
-        rst: false,
-        ack: false,
+        tcp_flags: 0,
     };
     let first = upper.fragment.map_or(true, |f| f.offset == 0);
     if first {
@@ -399,10 +383,8 @@ fn transport(p: &mut Parsed, l4: &[u8]) -> Result<(), DropReason> {
         IpProtocol::Tcp => {
             let t = tcp::Packet::new_checked(l4).map_err(|_| DropReason::Malformed)?;
             p.ports = Some((t.src_port(), t.dst_port()));
-            p.syn = t.syn();
-            p.fin = t.fin();
-            p.rst = t.rst();
-            p.ack = t.ack();
+            let [_, low] = t.flags().to_be_bytes();
+            p.tcp_flags = low;
         }
         IpProtocol::Udp => {
             let u = udp::Packet::new_checked(l4).map_err(|_| DropReason::Malformed)?;
@@ -412,4 +394,3 @@ fn transport(p: &mut Parsed, l4: &[u8]) -> Result<(), DropReason> {
     }
     Ok(())
 }
-

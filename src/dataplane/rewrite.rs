@@ -78,14 +78,20 @@ pub(crate) fn ipip<B: FrameBuf>(
         return icmp_too_big(pkt, p, room);
     }
     let src = match (backend.addr, ctx.settings) {
-        (IpAddr::V4(_), DataplaneSettings {
-            encap_source_v4: Some(s),
-            ..
-        }) => IpAddr::V4(*s),
-        (IpAddr::V6(_), DataplaneSettings {
-            encap_source_v6: Some(s),
-            ..
-        }) => IpAddr::V6(*s),
+        (
+            IpAddr::V4(_),
+            DataplaneSettings {
+                encap_source_v4: Some(s),
+                ..
+            },
+        ) => IpAddr::V4(*s),
+        (
+            IpAddr::V6(_),
+            DataplaneSettings {
+                encap_source_v6: Some(s),
+                ..
+            },
+        ) => IpAddr::V6(*s),
         _ => return Verdict::Drop(DropReason::NoEncapSource),
     };
     let Some(mac) = backend.next_hop else {
@@ -314,7 +320,9 @@ fn icmp_too_big<B: FrameBuf>(pkt: &mut B, p: &Parsed, mtu: usize) -> Verdict {
             let msg = &mut frame[l2 + ip_hdr..l2 + ip_hdr + icmp_len];
             if icmp::emit_frag_needed(msg, mtu, quoted).is_err()
                 || repr
-                    .emit(&mut ipv4::Packet::new_unchecked(&mut frame[l2..l2 + ip_hdr]))
+                    .emit(&mut ipv4::Packet::new_unchecked(
+                        &mut frame[l2..l2 + ip_hdr],
+                    ))
                     .is_err()
             {
                 return Verdict::Drop(DropReason::TooBig);
@@ -332,7 +340,9 @@ fn icmp_too_big<B: FrameBuf>(pkt: &mut B, p: &Parsed, mtu: usize) -> Verdict {
             let msg = &mut frame[l2 + ip_hdr..l2 + ip_hdr + icmp_len];
             if icmp::emit_packet_too_big(msg, mtu, quoted, vip, client_ip).is_err()
                 || repr
-                    .emit(&mut ipv6::Packet::new_unchecked(&mut frame[l2..l2 + ip_hdr]))
+                    .emit(&mut ipv6::Packet::new_unchecked(
+                        &mut frame[l2..l2 + ip_hdr],
+                    ))
                     .is_err()
             {
                 return Verdict::Drop(DropReason::TooBig);

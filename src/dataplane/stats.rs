@@ -78,8 +78,10 @@ impl Counter {
     /// store, not an atomic increment.
     #[inline]
     pub fn add(&self, n: u64) {
-        self.0
-            .store(self.0.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+        self.0.store(
+            self.0.load(Ordering::Relaxed).wrapping_add(n),
+            Ordering::Relaxed,
+        );
     }
 
     /// Overwrites the value (gauges, timestamps). Owning worker only.

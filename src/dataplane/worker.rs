@@ -47,10 +47,8 @@ pub fn run<P: Port>(
     let mut verdicts = vec![Verdict::Drop(DropReason::NoService); burst];
     let mut empty_polls: u32 = 0;
     while !stop.load(Ordering::Relaxed) {
-        let n = match port.rx_burst(&mut rx, burst) {
-            Ok(n) => n,
-            Err(_) => 0,
-        };
+        // A failed receive is an empty poll: the driver logs and recovers.
+        let n = port.rx_burst(&mut rx, burst).unwrap_or_default();
         let snap = cell.load();
         let now = u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
         pipe.process(&snap, now, &mut rx[..n], &mut verdicts[..n]);
@@ -71,10 +69,13 @@ pub fn run<P: Port>(
         }
         for frame in pipe.extra() {
             match port.alloc() {
-                Some(mut b) if b.copy_from(frame.bytes()) => tx.push(b),
-                Some(b) => {
-                    port.free(b);
-                    pipe.stats().drop_packet(DropReason::TxFull);
+                Some(mut b) => {
+                    if b.copy_from(frame.bytes()) {
+                        tx.push(b);
+                    } else {
+                        port.free(b);
+                        pipe.stats().drop_packet(DropReason::TxFull);
+                    }
                 }
                 None => pipe.stats().drop_packet(DropReason::TxFull),
             }
