@@ -114,12 +114,7 @@ pub fn run(cfg: &Config, input: &Path, output: &Path) -> Result<ReplayReport, Re
         report.packets_in += n as u64;
         let now = duration_ns(port.last_timestamp());
         dsts.clear();
-        dsts.extend(burst.iter().map(|b| {
-            pipeline::parse(b.bytes())
-                .ok()
-                .map(|p| (p.dst, b.bytes().len()))
-                .map(|(d, _)| d)
-        }));
+        dsts.extend(burst.iter().map(|b| pipeline::destination(b.bytes())));
         let lens: Vec<usize> = burst.iter().map(|b| b.bytes().len()).collect();
         pipe.process(&snap, now, &mut burst, &mut verdicts[..n]);
         let mut out = Vec::with_capacity(n);

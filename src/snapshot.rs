@@ -8,6 +8,7 @@
 //! worker. Dependencies point one way: `control` writes snapshots, the
 //! `dataplane` reads them.
 
+use std::hash::BuildHasherDefault;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
@@ -129,9 +130,52 @@ pub struct Snapshot {
     pub services: Vec<ServiceEntry>,
     /// Indexed by slot; `None` for a free slot.
     versions: Vec<Option<VersionEntry>>,
-    /// VIP → slot of the version holding it. One VIP belongs to one version
-    /// (the pools guarantee it), so the port is checked after the lookup.
-    vips: hashbrown::HashMap<IpAddr, u32, ahash::RandomState>,
+    /// VIP (as [`vip_key`]) → slot of the version holding it. One VIP
+    /// belongs to one version (the pools guarantee it), so the port is
+    /// checked after the lookup.
+    vips: hashbrown::HashMap<u128, u32, BuildHasherDefault<VipHasher>>,
+}
+
+/// The key of a VIP in the service table: the address as IPv6, IPv4
+/// mapped (`::ffff:a.b.c.d`), read as one 128-bit number.
+#[inline]
+pub fn vip_key(addr: &IpAddr) -> u128 {
+    match addr {
+        IpAddr::V4(a) => u128::from_be_bytes(a.to_ipv6_mapped().octets()),
+        IpAddr::V6(a) => u128::from_be_bytes(a.octets()),
+    }
+}
+
+/// A cheap hasher for the VIP table: one multiply-xorshift of the folded
+/// address. Keys are inserted only by the control plane, so there is no
+/// collision attack to resist and no reason to pay for a keyed hash on
+/// every packet.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct VipHasher(u64);
+
+impl std::hash::Hasher for VipHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    #[inline]
+    #[allow(clippy::cast_possible_truncation)] // splits into halves on purpose
+    fn write_u128(&mut self, v: u128) {
+        let [hi, lo]: [u64; 2] = [(v >> 64) as u64, v as u64];
+        let mut x = self.0 ^ hi.rotate_left(29) ^ lo;
+        x ^= x >> 33;
+        x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        x ^= x >> 33;
+        self.0 = x;
+    }
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 /// Why a snapshot could not be built.
@@ -164,7 +208,7 @@ impl Snapshot {
             .max()
             .map_or(0, |s| s as usize + 1);
         let mut slots: Vec<Option<VersionEntry>> = vec![None; max_slot];
-        let mut vips = hashbrown::HashMap::with_hasher(ahash::RandomState::new());
+        let mut vips = hashbrown::HashMap::with_hasher(BuildHasherDefault::default());
         for v in versions {
             let idx = v.slot as usize;
             if idx >= MAX_VERSIONS {
@@ -183,7 +227,7 @@ impl Snapshot {
                 return Err(SnapshotError::SlotTaken(v.slot));
             }
             for vip in &v.vips {
-                if vips.insert(*vip, v.slot).is_some() {
+                if vips.insert(vip_key(vip), v.slot).is_some() {
                     return Err(SnapshotError::VipTaken(*vip));
                 }
             }
@@ -205,14 +249,21 @@ impl Snapshot {
             settings,
             services: Vec::new(),
             versions: Vec::new(),
-            vips: hashbrown::HashMap::with_hasher(ahash::RandomState::new()),
+            vips: hashbrown::HashMap::with_hasher(BuildHasherDefault::default()),
         }
     }
 
-    /// The version that holds `vip`, if any. One hash probe.
+    /// The version that holds `vip`, if any.
     #[inline]
     pub fn version_for_vip(&self, vip: &IpAddr) -> Option<&VersionEntry> {
-        let slot = *self.vips.get(vip)?;
+        self.version_for_key(vip_key(vip))
+    }
+
+    /// The version that holds the VIP with this [`vip_key`]: one hash
+    /// probe, the data plane's lookup.
+    #[inline]
+    pub fn version_for_key(&self, key: u128) -> Option<&VersionEntry> {
+        let slot = *self.vips.get(&key)?;
         self.versions.get(slot as usize)?.as_ref()
     }
 

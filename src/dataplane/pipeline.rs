@@ -82,8 +82,12 @@ pub(crate) struct Parsed {
     /// Length of the IP packet from its header's length fields (Ethernet
     /// padding excluded).
     pub(crate) ip_len: usize,
-    pub(crate) src: IpAddr,
-    pub(crate) dst: IpAddr,
+    /// Source address as 16 bytes (IPv4 mapped), as flow keys use it.
+    pub(crate) src: [u8; 16],
+    /// Destination address as 16 bytes (IPv4 mapped).
+    pub(crate) dst: [u8; 16],
+    /// IPv6 (else IPv4).
+    pub(crate) v6: bool,
     pub(crate) protocol: IpProtocol,
     /// Source and destination port; `None` for non-first fragments.
     pub(crate) ports: Option<(u16, u16)>,
@@ -203,7 +207,7 @@ impl Pipeline {
             Ok(p) => p,
             Err(r) => return Verdict::Drop(r),
         };
-        let Some(version) = snap.version_for_vip(&p.dst) else {
+        let Some(version) = snap.version_for_key(u128::from_be_bytes(p.dst)) else {
             return Verdict::Drop(DropReason::NoService);
         };
         let Some(service) = snap.service(version.service) else {
@@ -258,7 +262,7 @@ impl Pipeline {
     /// (later fragments carry no ports), others through the flow table and,
     /// for a new flow, Maglev.
     fn select(&mut self, version: &VersionEntry, p: &Parsed, now: u64) -> Option<u16> {
-        let (src, dst) = (mapped(&p.src), mapped(&p.dst));
+        let (src, dst) = (p.src, p.dst);
         let proto = u8::from(p.protocol);
         if p.fragment {
             return version.maglev.lookup(hash_3tuple(&src, &dst, proto));
@@ -295,13 +299,36 @@ impl Pipeline {
     }
 }
 
-/// An address as the 16 bytes flow keys use (IPv4-mapped for IPv4).
-#[inline]
-fn mapped(addr: &IpAddr) -> [u8; 16] {
-    match addr {
-        IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
-        IpAddr::V6(a) => a.octets(),
+impl Parsed {
+    /// The source address (slow paths only: ICMP errors, reports).
+    pub(crate) fn src_ip(&self) -> IpAddr {
+        unmapped(self.src, self.v6)
     }
+
+    /// The destination address (slow paths only).
+    pub(crate) fn dst_ip(&self) -> IpAddr {
+        unmapped(self.dst, self.v6)
+    }
+}
+
+fn unmapped(bytes: [u8; 16], v6: bool) -> IpAddr {
+    let a = std::net::Ipv6Addr::from(bytes);
+    match (v6, a.to_ipv4_mapped()) {
+        (false, Some(v4)) => IpAddr::V4(v4),
+        _ => IpAddr::V6(a),
+    }
+}
+
+/// An IPv4 address as the 16 bytes flow keys and the VIP table use.
+#[inline]
+fn mapped_v4(a: std::net::Ipv4Addr) -> [u8; 16] {
+    let [a, b, c, d] = a.octets();
+    [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a, b, c, d]
+}
+
+/// The destination of a frame, for reports (`cutover replay`).
+pub fn destination(frame: &[u8]) -> Option<IpAddr> {
+    parse(frame).ok().map(|p| p.dst_ip())
 }
 
 /// Parses Ethernet, IP and the transport ports without copying.
@@ -323,8 +350,9 @@ fn parse_v4(frame: &[u8], l3: usize) -> Result<Parsed, DropReason> {
     let mut p = Parsed {
         l3,
         ip_len: usize::from(ip.total_len()),
-        src: IpAddr::V4(ip.src_addr()),
-        dst: IpAddr::V4(ip.dst_addr()),
+        src: mapped_v4(ip.src_addr()),
+        dst: mapped_v4(ip.dst_addr()),
+        v6: false,
         protocol,
         ports: None,
         fragment,
@@ -345,8 +373,9 @@ fn parse_v6(frame: &[u8], l3: usize) -> Result<Parsed, DropReason> {
     let mut p = Parsed {
         l3,
         ip_len,
-        src: IpAddr::V6(ip.src_addr()),
-        dst: IpAddr::V6(ip.dst_addr()),
+        src: ip.src_addr().octets(),
+        dst: ip.dst_addr().octets(),
+        v6: true,
         protocol: upper.protocol,
         ports: None,
         fragment: upper.fragment.is_some(),

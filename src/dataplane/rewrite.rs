@@ -74,7 +74,7 @@ pub(crate) fn ipip<B: FrameBuf>(
     let mtu = usize::from(ctx.settings.mtu);
     let room = mtu.saturating_sub(outer_len);
     let fragment = p.ip_len > room;
-    if fragment && (p.dst.is_ipv6() || p.dont_frag) {
+    if fragment && (p.v6 || p.dont_frag) {
         return icmp_too_big(pkt, p, room);
     }
     let src = match (backend.addr, ctx.settings) {
@@ -97,7 +97,7 @@ pub(crate) fn ipip<B: FrameBuf>(
     let Some(mac) = backend.next_hop else {
         return Verdict::Drop(DropReason::NoNeighbor);
     };
-    let inner_proto = if p.dst.is_ipv6() {
+    let inner_proto = if p.v6 {
         IpProtocol::Ipv6
     } else {
         IpProtocol::Ipv4
@@ -287,9 +287,10 @@ fn fragment_outer<B: FrameBuf>(
 /// VIP the client addressed.
 fn icmp_too_big<B: FrameBuf>(pkt: &mut B, p: &Parsed, mtu: usize) -> Verdict {
     let l2 = p.l3;
-    let (ip_hdr, max) = match p.src {
-        IpAddr::V4(_) => (ipv4::HEADER_LEN, ICMPV4_MAX),
-        IpAddr::V6(_) => (ipv6::HEADER_LEN, ICMPV6_MAX),
+    let (ip_hdr, max) = if p.v6 {
+        (ipv6::HEADER_LEN, ICMPV6_MAX)
+    } else {
+        (ipv4::HEADER_LEN, ICMPV4_MAX)
     };
     let quoted = p.ip_len.min(max - ip_hdr - ICMP_HEADER_LEN);
     let head = ip_hdr + ICMP_HEADER_LEN;
@@ -305,7 +306,7 @@ fn icmp_too_big<B: FrameBuf>(pkt: &mut B, p: &Parsed, mtu: usize) -> Verdict {
     eth.set_dst_addr(client);
     eth.set_src_addr(ours);
     let icmp_len = ICMP_HEADER_LEN + quoted;
-    match (p.dst, p.src) {
+    match (p.dst_ip(), p.src_ip()) {
         (IpAddr::V4(vip), IpAddr::V4(client_ip)) => {
             let repr = ipv4::Repr {
                 src_addr: vip,
