@@ -57,8 +57,11 @@ pub struct AfPacketOptions {
     /// Fanout group shared by every port of one interface; `None` for a
     /// port alone on its interface.
     pub fanout_group: Option<u16>,
-    /// Reassemble IPv4 fragments before fanout so that all fragments of a
-    /// datagram reach one worker (`PACKET_FANOUT_FLAG_DEFRAG`; default on).
+    /// Reassemble IPv4 fragments before fanout so that a fragmented
+    /// datagram reaches one worker whole (`PACKET_FANOUT_FLAG_DEFRAG`;
+    /// default on; only with a fanout group). A reassembled datagram longer
+    /// than [`MAX_FRAME`] is dropped (`rx_bad_len`); without the flag the
+    /// fragments arrive one by one, spread by their address-only hash.
     pub fanout_defrag: bool,
     /// Send straight to the driver, skipping the qdisc layer
     /// (`PACKET_QDISC_BYPASS`; default on).
@@ -140,9 +143,14 @@ pub struct AfPacketStats {
 ///
 /// Owns the socket, the mapping of its rings and the buffer pool; dropping
 /// it unmaps the rings and closes the socket.
-#[derive(Debug)]
 pub struct AfPacketPort {
     inner: Engine<LinuxSys>,
+}
+
+impl std::fmt::Debug for AfPacketPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.inner.fmt(f)
+    }
 }
 
 impl AfPacketPort {
@@ -192,7 +200,9 @@ impl Port for AfPacketPort {
     /// Queues the frames at the front of `pkts` in the TX ring and kicks the
     /// kernel once. Frames too long for a ring frame are dropped (counted
     /// in `tx_bad_len`) and leave `pkts` too; what stays in `pkts` did not
-    /// fit because the ring is full. Returns the number queued.
+    /// fit because the ring is full. Returns the number queued. An error
+    /// means the kick failed for a reason other than a full device queue:
+    /// the frames are queued all the same and go with the next kick.
     fn tx_burst(&mut self, pkts: &mut Vec<PacketBuf>) -> io::Result<usize> {
         self.inner.tx_burst(pkts)
     }
@@ -223,7 +233,6 @@ pub fn interface_index(ifname: &str) -> io::Result<u32> {
 }
 
 /// The port's logic over any [`Sys`]: the real one, or the tests' fake.
-#[derive(Debug)]
 struct Engine<S: Sys> {
     rx: RxRing,
     tx: TxRing,
@@ -341,6 +350,17 @@ fn fanout_arg(group: u16, defrag: bool) -> libc::c_int {
     }
     let arg = u32::from(group) | (mode << 16);
     libc::c_int::from_ne_bytes(arg.to_ne_bytes())
+}
+
+impl<S: Sys> std::fmt::Debug for Engine<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AfPacketPort")
+            .field("ifname", &self.ifname)
+            .field("pool_free", &self.pool.len())
+            .field("pool_size", &self.pool_size)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
 }
 
 impl<S: Sys> Engine<S> {

@@ -141,8 +141,7 @@ impl RxRing {
     }
 
     fn block(&self, i: usize) -> *mut u8 {
-        // SAFETY (of the arithmetic): i < block_count, so the block lies in
-        // the region promised to `new`.
+        // i < block_count: the block lies in the region promised to `new`.
         self.base.as_ptr().wrapping_add(i * self.block_size)
     }
 

@@ -152,38 +152,22 @@ impl Sys for LinuxSys {
 
     fn map_rings(&self, fd: BorrowedFd<'_>, len: usize) -> io::Result<MmapRegion> {
         // SAFETY: a fresh shared mapping of the socket's rings; the kernel
-        // checks `len` against the configured rings. The result is checked
-        // before use and owned by the returned `MmapRegion`.
+        // checks `len` against the configured rings and inserts the ring
+        // pages (already pinned kernel memory) at once. The result is
+        // checked before use and owned by the returned `MmapRegion`.
         let ptr = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
                 len,
                 libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_LOCKED | libc::MAP_POPULATE,
+                libc::MAP_SHARED,
                 fd.as_raw_fd(),
                 0,
             )
         };
-        let ptr = if ptr == libc::MAP_FAILED {
-            // MAP_LOCKED fails under a small RLIMIT_MEMLOCK: retry without.
-            // SAFETY: as above, without the locking flag.
-            let ptr = unsafe {
-                libc::mmap(
-                    std::ptr::null_mut(),
-                    len,
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_SHARED | libc::MAP_POPULATE,
-                    fd.as_raw_fd(),
-                    0,
-                )
-            };
-            if ptr == libc::MAP_FAILED {
-                return Err(io::Error::last_os_error());
-            }
-            ptr
-        } else {
-            ptr
-        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
         let ptr = NonNull::new(ptr.cast::<u8>())
             .ok_or_else(|| io::Error::other("mmap returned a null pointer"))?;
         Ok(MmapRegion { ptr, len })
