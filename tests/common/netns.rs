@@ -25,8 +25,11 @@
 //!
 //! Namespaces are deleted on drop, also when a test panics; a crashed run's
 //! leftovers go with [`cleanup_stale`] (which [`Topology::build`] calls
-//! first). Each test picks its own prefix so tests run in parallel. Every
-//! command runs with a timeout.
+//! first). Each test picks its own prefix so tests run in parallel: a short
+//! tag of the test file plus a number (`afp1`, `afp2` in
+//! `tests/af_packet_port.rs`). Every command runs with a timeout.
+//!
+//! Use from a test crate with `#[path = "common/netns.rs"] mod netns;`.
 #![allow(dead_code, unreachable_pub)] // shared by several test crates, each using a part
 
 use std::fs::File;
