@@ -6,6 +6,7 @@
 
 use crate::dataplane::frame::FrameBuf;
 
+pub mod af_packet;
 pub mod memory;
 pub mod pcap;
 
