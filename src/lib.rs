@@ -13,6 +13,7 @@ pub mod control;
 pub mod dataplane;
 pub mod io;
 pub mod replay;
+pub mod run;
 pub mod snapshot;
 #[doc(hidden)]
 pub mod testkit;
