@@ -15,7 +15,9 @@ const LB_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
 const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let out = std::env::args().nth(1).ok_or("usage: gen_capture OUT.pcap")?;
+    let out = std::env::args()
+        .nth(1)
+        .ok_or("usage: gen_capture OUT.pcap")?;
     let web_v4 = [203, 0, 113, 1];
     let web_v6: [u8; 16] = "2001:db8:100::1".parse::<std::net::Ipv6Addr>()?.octets();
     let dsr_v4 = [203, 0, 113, 10];

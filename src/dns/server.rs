@@ -462,3 +462,90 @@ async fn watch(shared: Arc<Shared>) {
         let _ = shared.current_view();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::config::Forwarding;
+    use crate::testkit;
+    use hickory_proto::op::Query;
+    use hickory_proto::rr::{Name, RecordType};
+
+    fn setup() -> (Zone, ZoneView) {
+        let cfg = Dns {
+            listen: vec!["127.0.0.1:53".parse().unwrap()],
+            zone: "svc.example.".into(),
+            ttl: 5,
+            update: None,
+        };
+        let zone = Zone::with_serial_base(&cfg, 7).unwrap();
+        let view = zone.view(&testkit::snapshot(1, 1, Forwarding::Ipip, 251).unwrap());
+        (zone, view)
+    }
+
+    fn query(name: &str, op: OpCode) -> Vec<u8> {
+        let mut msg = Message::new();
+        msg.set_id(42)
+            .set_op_code(op)
+            .add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
+        msg.to_vec().unwrap()
+    }
+
+    #[test]
+    fn an_answer_over_the_limit_is_truncated_with_tc() {
+        let (zone, view) = setup();
+        let (full, rcode) = respond(
+            &zone,
+            &view,
+            &query("svc0.svc.example.", OpCode::Query),
+            Transport::Udp,
+        )
+        .unwrap();
+        assert_eq!(rcode, Rcode::NoError);
+        let msg = Message::from_vec(&full).unwrap();
+        assert!(!msg.truncated());
+        assert_eq!(msg.answers().len(), 1);
+        // The same response with a limit it does not fit in.
+        let small = encode(&msg, full.len() - 1);
+        let cut = Message::from_vec(&small).unwrap();
+        assert!(cut.truncated());
+        assert!(cut.answers().is_empty());
+        assert_eq!(cut.queries(), msg.queries());
+        assert_eq!(cut.id(), 42);
+    }
+
+    #[test]
+    fn malformed_queries_get_formerr_and_headerless_ones_nothing() {
+        let (zone, view) = setup();
+        let mut bad = query("svc0.svc.example.", OpCode::Query);
+        bad.truncate(bad.len() - 3);
+        let (bytes, rcode) = respond(&zone, &view, &bad, Transport::Udp).unwrap();
+        assert_eq!(rcode, Rcode::FormErr);
+        let msg = Message::from_vec(&bytes).unwrap();
+        assert_eq!(msg.id(), 42);
+        assert_eq!(msg.response_code(), ResponseCode::FormErr);
+        assert!(respond(&zone, &view, &bad[..11], Transport::Udp).is_none());
+        // A response is never answered (no reflection loops).
+        let (answer, _) = respond(
+            &zone,
+            &view,
+            &query("svc0.svc.example.", OpCode::Query),
+            Transport::Tcp,
+        )
+        .unwrap();
+        assert!(respond(&zone, &view, &answer, Transport::Udp).is_none());
+    }
+
+    #[test]
+    fn other_opcodes_are_not_implemented() {
+        let (zone, view) = setup();
+        let (_, rcode) = respond(
+            &zone,
+            &view,
+            &query("svc.example.", OpCode::Update),
+            Transport::Udp,
+        )
+        .unwrap();
+        assert_eq!(rcode, Rcode::NotImp);
+    }
+}
