@@ -2,13 +2,16 @@
 //!
 //! The embedded authoritative server ([`server`]) answers `SERVICE.ZONE`
 //! with the active version's VIPs from the same published snapshot the
-//! workers forward with ([`zone`]). The wire format is hickory-proto's;
+//! workers forward with ([`zone`]); optionally the same records are pushed
+//! to an external primary with signed dynamic updates ([`update`]). The
+//! wire format is hickory-proto's;
 //! this module only decides what to answer.
 
 use std::io;
 use std::net::SocketAddr;
 
 pub mod server;
+pub mod update;
 pub mod zone;
 
 pub use server::{spawn, DnsServer};
@@ -25,6 +28,8 @@ pub enum DnsError {
         proto: &'static str,
         source: io::Error,
     },
+    #[error("[dns.update]: {reason}")]
+    Update { reason: String },
     #[error("cannot start the DNS server's runtime: {0}")]
     Runtime(io::Error),
 }

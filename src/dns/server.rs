@@ -21,9 +21,10 @@ use hickory_proto::op::{Edns, Header, Message, MessageType, OpCode, ResponseCode
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::sync::{oneshot, Semaphore};
+use tokio::sync::{oneshot, watch, Semaphore};
 
 use crate::control::config::Dns;
+use crate::dns::update::{UpdateStats, Updater};
 use crate::dns::zone::{Zone, ZoneView};
 use crate::dns::{DnsError, Rcode};
 use crate::snapshot::SnapshotCell;
@@ -57,6 +58,7 @@ pub enum Transport {
 pub struct DnsServer {
     addrs: Vec<SocketAddr>,
     stats: Arc<Stats>,
+    update_stats: Arc<UpdateStats>,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -75,6 +77,8 @@ struct Shared {
     cell: Arc<SnapshotCell>,
     view: Mutex<Arc<ZoneView>>,
     stats: Arc<Stats>,
+    /// Every new view, for the updater (which wants only the latest).
+    views: watch::Sender<Arc<ZoneView>>,
 }
 
 /// Starts the authoritative server for `cfg.zone` on every `cfg.listen`
@@ -84,6 +88,11 @@ struct Shared {
 /// error here, not a log line later.
 pub fn spawn(cfg: &Dns, cell: Arc<SnapshotCell>) -> Result<DnsServer, DnsError> {
     let zone = Zone::new(cfg)?;
+    let update_stats = Arc::new(UpdateStats::default());
+    let updater = match &cfg.update {
+        Some(update) => Some(Updater::new(update, cfg.ttl, update_stats.clone())?),
+        None => None,
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -113,11 +122,13 @@ pub fn spawn(cfg: &Dns, cell: Arc<SnapshotCell>) -> Result<DnsServer, DnsError> 
     let stats = Arc::new(Stats::default());
     let initial = Arc::new(zone.view(&cell.load()));
     log_changes(&ZoneView::default(), &initial);
+    let (views, views_rx) = watch::channel(initial.clone());
     let shared = Arc::new(Shared {
         zone,
         cell,
         view: Mutex::new(initial),
         stats: stats.clone(),
+        views,
     });
     let (stop, stopped) = oneshot::channel::<()>();
     let thread = std::thread::Builder::new()
@@ -130,7 +141,10 @@ pub fn spawn(cfg: &Dns, cell: Arc<SnapshotCell>) -> Result<DnsServer, DnsError> 
                 for listener in tcp {
                     tokio::spawn(serve_tcp(listener, shared.clone()));
                 }
-                tokio::spawn(watch(shared));
+                if let Some(updater) = updater {
+                    tokio::spawn(updater.run(views_rx));
+                }
+                tokio::spawn(watch_snapshots(shared));
                 // Resolves on shutdown() and when the handle is dropped.
                 let _ = stopped.await;
             });
@@ -140,6 +154,7 @@ pub fn spawn(cfg: &Dns, cell: Arc<SnapshotCell>) -> Result<DnsServer, DnsError> 
     Ok(DnsServer {
         addrs,
         stats,
+        update_stats,
         stop: Some(stop),
         thread: Some(thread),
     })
@@ -161,6 +176,17 @@ impl DnsServer {
     /// or responses themselves (answering those invites reflection loops).
     pub fn ignored(&self) -> u64 {
         self.stats.ignored.load(Ordering::Relaxed)
+    }
+
+    /// Dynamic updates the external primary accepted (`[dns.update]`).
+    pub fn updates_ok(&self) -> u64 {
+        self.update_stats.ok.load(Ordering::Relaxed)
+    }
+
+    /// Dynamic updates that failed (refused, unanswered, badly signed);
+    /// each is retried with back-off.
+    pub fn update_failures(&self) -> u64 {
+        self.update_stats.failed.load(Ordering::Relaxed)
     }
 
     /// Stops the listeners and waits for the server's thread.
@@ -202,6 +228,7 @@ impl Shared {
         if cached.generation != snap.generation {
             let fresh = Arc::new(self.zone.view(&snap));
             log_changes(&cached, &fresh);
+            self.views.send_replace(fresh.clone());
             *cached = fresh;
         }
         cached.clone()
@@ -455,7 +482,7 @@ async fn serve_tcp_connection(mut stream: TcpStream, shared: &Shared) {
 
 /// Rebuilds the view as soon as a snapshot is published, so changes are
 /// logged when they happen rather than at the next query.
-async fn watch(shared: Arc<Shared>) {
+async fn watch_snapshots(shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(WATCH_INTERVAL);
     loop {
         tick.tick().await;
