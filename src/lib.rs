@@ -11,6 +11,7 @@
 
 pub mod control;
 pub mod dataplane;
+pub mod dns;
 pub mod io;
 pub mod replay;
 pub mod run;
