@@ -12,12 +12,26 @@ use clap::{Parser, Subcommand};
     about = "L4 load balancer with DNS-based in-packet service version tagging"
 )]
 struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
 
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
 #[derive(Subcommand)]
 enum Command {
+    /// Run the appliance in the foreground; SIGTERM or SIGINT stops it.
+    Run {
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Validate a configuration file; errors name file:line:column.
     Check {
         #[arg(long)]
@@ -41,6 +55,15 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -52,6 +75,12 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Run { config } => {
+            let cfg = cutover::control::config::load(&config)?;
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            cutover::run::run(&cfg, stop)?;
+            Ok(())
+        }
         Command::Check { config } => {
             let cfg = cutover::control::config::load(&config)?;
             println!(

@@ -44,6 +44,8 @@ pub enum RunError {
     Bootstrap(#[from] bootstrap::BootstrapError),
     #[error(transparent)]
     Snapshot(#[from] crate::snapshot::SnapshotError),
+    #[error("dns: {0}")]
+    Dns(crate::dns::DnsError),
     #[error("signal handler: {0}")]
     Signal(std::io::Error),
     #[error("worker thread: {0}")]
@@ -78,6 +80,26 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<(), RunError> {
         epoch: Instant::now(),
     };
     let (app, handles) = start_workers(cfg, app, &stop)?;
+    // DNS names a version only once the snapshot that carries it is the
+    // one the workers read: both read the same cell.
+    let dns = if cfg.dns.listen.is_empty() && cfg.dns.update.is_none() {
+        None
+    } else {
+        let server = crate::dns::spawn(&cfg.dns, Arc::clone(&app.cell));
+        match server {
+            Ok(s) => {
+                tracing::info!(listen = ?s.local_addrs(), zone = %cfg.dns.zone, "dns serving");
+                Some(s)
+            }
+            Err(e) => {
+                stop.store(true, Ordering::Relaxed);
+                for h in handles {
+                    let _ = h.join();
+                }
+                return Err(RunError::Dns(e));
+            }
+        }
+    };
     for v in app.cell.load().versions() {
         tracing::info!(
             service = %app.cell.load().service(v.service).map(|s| s.name.to_string()).unwrap_or_default(),
@@ -104,6 +126,9 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<(), RunError> {
         }
     }
     tracing::info!("stopping: finishing the bursts in flight");
+    if let Some(d) = dns {
+        d.shutdown();
+    }
     for h in handles {
         let _ = h.join();
     }

@@ -124,7 +124,7 @@ pub struct DnsUpdate {
     /// Base64 as in BIND's key files; valid and non-empty, see
     /// [`DnsUpdate::key_bytes`].
     pub key_secret: String,
-    /// One of `hmac-sha1`, `hmac-sha256` (default), `hmac-sha384`,
+    /// One of `hmac-sha256` (default), `hmac-sha384`,
     /// `hmac-sha512`, lower case, without a trailing dot.
     pub algorithm: String,
 }

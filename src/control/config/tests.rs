@@ -577,8 +577,15 @@ fn dns_update_checks_its_values() {
         error(&update(
             "key_secret = \"aGVsbG8=\"\nalgorithm = \"hmac-md5\"\n"
         )),
-        "conf/cutover.toml:5:13: unsupported TSIG algorithm \"hmac-md5\" (use hmac-sha1, \
-         hmac-sha256, hmac-sha384 or hmac-sha512)"
+        "conf/cutover.toml:5:13: unsupported TSIG algorithm \"hmac-md5\" (use hmac-sha256, \
+         hmac-sha384 or hmac-sha512)"
+    );
+    assert_eq!(
+        error(&update(
+            "key_secret = \"aGVsbG8=\"\nalgorithm = \"hmac-sha1\"\n"
+        )),
+        "conf/cutover.toml:5:13: unsupported TSIG algorithm \"hmac-sha1\" (use hmac-sha256, \
+         hmac-sha384 or hmac-sha512)"
     );
     assert_eq!(
         error("[dns]\nzone = \"svc..example\"\n"),
