@@ -16,6 +16,7 @@ pub mod io;
 pub mod replay;
 pub mod run;
 pub mod snapshot;
+pub mod telemetry;
 #[doc(hidden)]
 pub mod testkit;
 pub mod wire;

@@ -19,9 +19,13 @@ use crate::io::af_packet::{AfPacketOptions, AfPacketPort};
 use crate::io::affinity;
 use crate::replay;
 use crate::snapshot::SnapshotCell;
+use crate::telemetry::metrics::Collector;
 
 /// Packets per burst (SPEC §1: default 32).
 pub const BURST: usize = 32;
+
+/// How often the metrics are refreshed from the workers' counters.
+const METRICS_PERIOD: Duration = Duration::from_millis(500);
 
 /// How often next hops are refreshed from the kernel.
 const NEIGHBOR_PERIOD: Duration = Duration::from_secs(1);
@@ -46,6 +50,8 @@ pub enum RunError {
     Snapshot(#[from] crate::snapshot::SnapshotError),
     #[error("dns: {0}")]
     Dns(crate::dns::DnsError),
+    #[error(transparent)]
+    Telemetry(crate::telemetry::metrics::TelemetryError),
     #[error("signal handler: {0}")]
     Signal(std::io::Error),
     #[error("worker thread: {0}")]
@@ -109,6 +115,39 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<(), RunError> {
             "serving"
         );
     }
+    let collector = match cfg.metrics.listen {
+        Some(addr) => {
+            crate::telemetry::metrics::install(addr).map_err(RunError::Telemetry)?;
+            tracing::info!(listen = %addr, "metrics at /metrics");
+            let c = Collector::new(Arc::clone(&app.cell), app.stats.clone(), None);
+            Some(c.spawn(METRICS_PERIOD, Arc::clone(&stop)).map_err(RunError::Telemetry)?)
+        }
+        None => None,
+    };
+    run_control_loop(cfg, &app, &stop);
+    tracing::info!("stopping: finishing the bursts in flight");
+    if let Some(c) = collector {
+        let _ = c.join();
+    }
+    if let Some(d) = dns {
+        d.shutdown();
+    }
+    for h in handles {
+        let _ = h.join();
+    }
+    let drops: u64 = app
+        .stats
+        .iter()
+        .map(|s| DropReason::ALL.iter().map(|r| s.dropped(*r)).sum::<u64>())
+        .sum();
+    let rx: u64 = app.stats.iter().map(|s| s.rx_packets.get()).sum();
+    let tx: u64 = app.stats.iter().map(|s| s.tx_packets.get()).sum();
+    tracing::info!(rx, tx, drops, "stopped");
+    Ok(())
+}
+
+/// Keeps the next hops fresh until `stop` is set.
+fn run_control_loop(cfg: &Config, app: &Appliance, stop: &AtomicBool) {
     let mut last_refresh = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(50));
@@ -125,22 +164,6 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<(), RunError> {
             }
         }
     }
-    tracing::info!("stopping: finishing the bursts in flight");
-    if let Some(d) = dns {
-        d.shutdown();
-    }
-    for h in handles {
-        let _ = h.join();
-    }
-    let drops: u64 = app
-        .stats
-        .iter()
-        .map(|s| DropReason::ALL.iter().map(|r| s.dropped(*r)).sum::<u64>())
-        .sum();
-    let rx: u64 = app.stats.iter().map(|s| s.rx_packets.get()).sum();
-    let tx: u64 = app.stats.iter().map(|s| s.tx_packets.get()).sum();
-    tracing::info!(rx, tx, drops, "stopped");
-    Ok(())
 }
 
 /// Opens one port per worker (workers are spread over the interfaces, each
