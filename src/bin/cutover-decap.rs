@@ -252,12 +252,7 @@ fn socklen_of<T>() -> libc::socklen_t {
 /// Opens `/dev/net/tun` (creating the node if missing) and attaches a TUN
 /// device named `name` without packet information.
 fn open_tun(name: &str) -> io::Result<File> {
-    if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.contains(['/', ' ', '\0']) {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("TUN name {name:?}: 1-15 bytes, no '/', space or NUL"),
-        ));
-    }
+    check_tun_name(name)?;
     let path = Path::new("/dev/net/tun");
     if !path.exists() {
         std::fs::create_dir_all("/dev/net")?;
@@ -299,6 +294,21 @@ fn open_tun(name: &str) -> io::Result<File> {
         return Err(io::Error::new(e.kind(), format!("TUNSETIFF {name}: {e}")));
     }
     Ok(tun)
+}
+
+/// A valid interface name: 1-15 bytes, no '/', whitespace or NUL.
+fn check_tun_name(name: &str) -> io::Result<()> {
+    if name.is_empty()
+        || name.len() >= libc::IFNAMSIZ
+        || name.contains(['/', '\0'])
+        || name.contains(char::is_whitespace)
+    {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("TUN name {name:?}: 1-15 bytes, no '/', whitespace or NUL"),
+        ));
+    }
+    Ok(())
 }
 
 /// Writes a sysctl under /proc/sys (dotted key).
@@ -365,6 +375,7 @@ impl Counters {
 }
 
 fn run(args: &Args) -> io::Result<Counters> {
+    check_tun_name(&args.tun)?;
     install_signal_handlers()?;
     // Sockets first: once the TUN is up (what a caller waits for), packets
     // are already being received.
