@@ -120,7 +120,10 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<(), RunError> {
             crate::telemetry::metrics::install(addr).map_err(RunError::Telemetry)?;
             tracing::info!(listen = %addr, "metrics at /metrics");
             let c = Collector::new(Arc::clone(&app.cell), app.stats.clone(), None);
-            Some(c.spawn(METRICS_PERIOD, Arc::clone(&stop)).map_err(RunError::Telemetry)?)
+            Some(
+                c.spawn(METRICS_PERIOD, Arc::clone(&stop))
+                    .map_err(RunError::Telemetry)?,
+            )
         }
         None => None,
     };

@@ -5,6 +5,8 @@
 //!
 //! Needs root (network namespaces); skipped with a message otherwise.
 
+#[path = "common/decap.rs"]
+mod decap;
 #[path = "common/netns.rs"]
 mod netns;
 #[path = "common/services.rs"]
@@ -48,7 +50,7 @@ encap_source_v4 = "{lb}"
 listen = []
 
 [metrics]
-listen = "off"
+listen = "127.0.0.1:9100"
 
 [[vip_pool]]
 name = "vips"
@@ -57,7 +59,7 @@ prefixes = ["198.18.0.0/24", "fd98::/64"]
 [[service]]
 name = "web"
 pool = "vips"
-ports = ["tcp/80"]
+ports = ["tcp/80", "udp/9999"]
 families = ["ipv4", "ipv6"]
 vips = ["{VIP4}", "{VIP6}"]
 backends = [{backends}]
@@ -165,6 +167,16 @@ fn run_case(prefix: &str, forwarding: &str) {
     std::fs::write(&cfg_path, config(&topo, forwarding, 2)).expect("write config");
     let log = dir.path().join("cutover.log");
     let _servers = start_backends(&topo);
+    // ipip: the backends' kernels have no IPIP support here; a user-space
+    // decapsulator hands the inner packets to them through a TUN device.
+    let _decaps: Vec<decap::Decap> = if forwarding == "ipip" {
+        topo.backends
+            .iter()
+            .map(|b| decap::start_decap(&b.ns).expect("start decapsulator"))
+            .collect()
+    } else {
+        Vec::new()
+    };
     let cutover = start_cutover(&topo, &cfg_path, &log);
 
     let vip4: IpAddr = VIP4.parse().unwrap();
@@ -193,7 +205,101 @@ fn run_case(prefix: &str, forwarding: &str) {
             "backend {b} got only {n} of 230: {share:?}"
         );
     }
+    check_metrics(&topo);
     stop(cutover, &log);
+}
+
+/// `GET /metrics` from inside the lb namespace.
+fn scrape(topo: &Topology) -> String {
+    in_netns(&topo.lb.ns, || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect("127.0.0.1:9100").expect("connect to metrics");
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .expect("request");
+        let mut body = String::new();
+        let _ = s.read_to_string(&mut body);
+        body
+    })
+    .expect("lb namespace")
+}
+
+/// The value of the sample whose line starts with `series` (name and
+/// labels exactly as the exporter prints them).
+fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines().find_map(|l| {
+        let (series, value) = l.rsplit_once(' ')?;
+        if !series.starts_with(name) || series.as_bytes().get(name.len()) != Some(&b'{') {
+            return None;
+        }
+        let all = labels
+            .iter()
+            .all(|(k, v)| series.contains(&format!("{k}=\"{v}\"")));
+        all.then(|| value.parse().ok()).flatten()
+    })
+}
+
+/// Exactly N datagrams to the VIP show up as exactly N more packets of
+/// the version; the state and worker series are there.
+fn check_metrics(topo: &Topology) {
+    std::thread::sleep(Duration::from_millis(1500));
+    let web = [("service", "web"), ("version", "1")];
+    let before = scrape(topo);
+    let p0 = sample(&before, "cutover_packets_total", &web)
+        .unwrap_or_else(|| panic!("no packets series in:\n{before}"));
+    assert!(p0 > 0.0);
+    in_netns(&topo.client.ns, || {
+        let s = std::net::UdpSocket::bind("0.0.0.0:0").expect("bind");
+        for i in 0..100u32 {
+            s.send_to(&i.to_be_bytes(), (VIP4, 9999)).expect("send");
+        }
+    })
+    .expect("client namespace");
+    std::thread::sleep(Duration::from_millis(1500));
+    let after = scrape(topo);
+    let p1 = sample(&after, "cutover_packets_total", &web).expect("packets series");
+    assert_eq!(p1 - p0, 100.0, "exactly the 100 datagrams were counted");
+    assert_eq!(
+        sample(
+            &after,
+            "cutover_version_state",
+            &[
+                ("service", "web"),
+                ("version", "1"),
+                ("vip", VIP4),
+                ("state", "active")
+            ]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &after,
+            "cutover_version_state",
+            &[
+                ("service", "web"),
+                ("version", "1"),
+                ("vip", VIP4),
+                ("state", "draining")
+            ]
+        ),
+        Some(0.0)
+    );
+    assert!(sample(
+        &after,
+        "cutover_worker_rx_packets_total",
+        &[("worker", "0")]
+    )
+    .is_some());
+    assert!(sample(&after, "cutover_drops_total", &[("reason", "no_service")]).is_some());
+    assert!(
+        sample(
+            &after,
+            "cutover_backend_healthy",
+            &[("service", "web"), ("backend", "10.99.0.11")]
+        ) == Some(1.0)
+    );
 }
 
 #[test]
@@ -202,4 +308,12 @@ fn l2dsr_serves_200_tcp_connections_on_af_packet() {
         return;
     }
     run_case("rap1", "l2dsr");
+}
+
+#[test]
+fn ipip_serves_200_tcp_connections_on_af_packet() {
+    if skip() {
+        return;
+    }
+    run_case("rap2", "ipip");
 }
