@@ -4,3 +4,5 @@
 pub mod bootstrap;
 pub mod config;
 pub mod pool;
+pub mod state;
+pub mod versions;
