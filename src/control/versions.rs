@@ -40,6 +40,8 @@ mod view;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_reconcile;
+#[cfg(test)]
 mod tests_state;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -50,7 +52,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::control::config::{Config, Family, Forwarding, PortSpec, VipPool};
 use crate::control::pool;
 use crate::dataplane::maglev::MaglevTable;
-use crate::snapshot::{DataplaneSettings, Snapshot, VersionState, MAX_VERSIONS};
+use crate::snapshot::{Backend, DataplaneSettings, Snapshot, VersionState, MAX_VERSIONS};
 
 pub use drain::{observe_workers, DrainObservation};
 pub use error::VersionError;
@@ -114,13 +116,6 @@ fn dur_ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// A backend inside a version: the address never changes, health does.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct BackendState {
-    addr: IpAddr,
-    healthy: bool,
-}
-
 /// The drain settings of a service (SPEC §4), applied to all its versions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct DrainSettings {
@@ -137,7 +132,10 @@ struct Version {
     uid: u64,
     slot: u32,
     vips: Vec<IpAddr>,
-    backends: Vec<BackendState>,
+    /// In the order given; the address never changes, health does. Next
+    /// hops are resolved from the static neighbours when the version is
+    /// created and when they change, so a snapshot copies the list as is.
+    backends: Vec<Backend>,
     state: VersionState,
     created_at: u64,
     draining_since: Option<u64>,
@@ -153,6 +151,8 @@ struct Version {
 #[derive(Debug, Clone)]
 struct ServiceRecord {
     name: String,
+    /// `name` as the snapshot wants it, shared by every snapshot.
+    label: Arc<str>,
     /// Sorted, as the data plane wants them.
     ports: Vec<PortSpec>,
     forwarding: Forwarding,
@@ -177,6 +177,7 @@ impl ServiceRecord {
         let s = &cfg.services[index];
         let mut rec = ServiceRecord {
             name: s.name.clone(),
+            label: Arc::from(s.name.as_str()),
             ports: Vec::new(),
             forwarding: s.forwarding,
             families: Vec::new(),
@@ -472,6 +473,13 @@ impl VersionManager {
         self.neighbors = cfg.dataplane.neighbors.iter().copied().collect();
         self.dns_ttl = Duration::from_secs(u64::from(cfg.dns.ttl));
         self.table_size = cfg.dataplane.maglev_table_size;
+        for rec in &mut self.services {
+            for v in &mut rec.live {
+                for b in &mut v.backends {
+                    b.next_hop = self.neighbors.get(&b.addr).copied();
+                }
+            }
+        }
         self.reserved = cfg
             .services
             .iter()

@@ -15,7 +15,7 @@ use crate::control::config::{Family, Forwarding};
 use crate::control::pool;
 use crate::snapshot::VersionState;
 
-use super::{build, BackendState, Version, VersionError, VersionManager};
+use super::{build, Backend, Version, VersionError, VersionManager};
 
 /// Dense version slots: the lowest free one is reused first, so per-slot
 /// arrays stay short. A reused slot is told apart by the new uid.
@@ -104,10 +104,11 @@ impl VersionManager {
         })?;
         // Backends the active version knows keep their health verdict.
         let known = rec.active().map(|a| a.backends.as_slice()).unwrap_or(&[]);
-        let states: Vec<BackendState> = backends
+        let states: Vec<Backend> = backends
             .iter()
-            .map(|a| BackendState {
+            .map(|a| Backend {
                 addr: *a,
+                next_hop: self.neighbors.get(a).copied(),
                 healthy: known
                     .iter()
                     .find(|b| b.addr == *a)

@@ -10,21 +10,13 @@ use crate::control::bootstrap;
 use crate::dataplane::maglev::{MaglevError, MaglevTable};
 use crate::snapshot::{Backend, ServiceEntry, Snapshot, SnapshotError, VersionEntry};
 
-use super::{BackendState, VersionManager};
+use super::VersionManager;
 
 /// The Maglev table of a backend list, unhealthy backends disabled. Keys are
 /// the address bytes, as in `bootstrap`, so every node and every restart
 /// builds the same table.
-pub(super) fn maglev(
-    table_size: usize,
-    backends: &[BackendState],
-) -> Result<MaglevTable, MaglevError> {
-    let keys: Vec<Vec<u8>> = backends
-        .iter()
-        .map(|b| bootstrap::maglev_key(&b.addr))
-        .collect();
-    let enabled: Vec<bool> = backends.iter().map(|b| b.healthy).collect();
-    MaglevTable::build(table_size, &keys, &enabled)
+pub(super) fn maglev(table_size: usize, backends: &[Backend]) -> Result<MaglevTable, MaglevError> {
+    bootstrap::build_maglev(table_size, backends)
 }
 
 pub(super) fn snapshot(m: &VersionManager, generation: u64) -> Result<Snapshot, SnapshotError> {
@@ -33,7 +25,7 @@ pub(super) fn snapshot(m: &VersionManager, generation: u64) -> Result<Snapshot, 
     for (si, rec) in m.services.iter().enumerate() {
         let service = u32::try_from(si).map_err(|_| SnapshotError::SlotOutOfRange(u32::MAX))?;
         services.push(ServiceEntry {
-            name: Arc::from(rec.name.as_str()),
+            name: Arc::clone(&rec.label),
             forwarding: rec.forwarding,
             ports: rec.ports.clone(),
         });
@@ -50,15 +42,7 @@ pub(super) fn snapshot(m: &VersionManager, generation: u64) -> Result<Snapshot, 
                 id: v.id,
                 state: v.state,
                 vips: v.vips.clone(),
-                backends: v
-                    .backends
-                    .iter()
-                    .map(|b| Backend {
-                        addr: b.addr,
-                        next_hop: m.neighbors.get(&b.addr).copied(),
-                        healthy: b.healthy,
-                    })
-                    .collect(),
+                backends: v.backends.clone(),
                 maglev,
             });
         }

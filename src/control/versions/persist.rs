@@ -18,7 +18,7 @@ use crate::control::state::{
 use crate::snapshot::{VersionState, MAX_VERSIONS};
 
 use super::{
-    alloc::Slots, build, dur_ms, unix_ms, BackendState, DrainSettings, ServiceRecord, Version,
+    alloc::Slots, build, dur_ms, unix_ms, Backend, DrainSettings, ServiceRecord, Version,
     VersionManager, HISTORY,
 };
 
@@ -78,6 +78,9 @@ impl VersionManager {
         }
         for rec in &mut m.services {
             for v in &mut rec.live {
+                for b in &mut v.backends {
+                    b.next_hop = m.neighbors.get(&b.addr).copied();
+                }
                 let table = build::maglev(m.table_size, &v.backends)
                     .map_err(|e| invalid(&rec.name, &e.to_string()))?;
                 v.maglev = Some(Arc::new(table));
@@ -194,8 +197,9 @@ fn service_in(
             backends: pv
                 .backends
                 .into_iter()
-                .map(|b| BackendState {
+                .map(|b| Backend {
                     addr: b.addr,
+                    next_hop: None,
                     healthy: b.healthy,
                 })
                 .collect(),
@@ -242,6 +246,7 @@ fn service_in(
         history.pop_front();
     }
     Ok(ServiceRecord {
+        label: Arc::from(name.as_str()),
         name: name.clone(),
         ports,
         forwarding,

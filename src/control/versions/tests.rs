@@ -77,7 +77,7 @@ pub(super) fn silent(_: u32, _: u64) -> DrainObservation {
     DrainObservation::default()
 }
 
-fn states(m: &VersionManager, service: &str) -> Vec<(u32, VersionState)> {
+pub(super) fn states(m: &VersionManager, service: &str) -> Vec<(u32, VersionState)> {
     m.services()
         .into_iter()
         .find(|s| s.name == service)
@@ -278,7 +278,7 @@ fn rollback_during_drain_and_without_drain() {
 
 /// Everything observable of a manager, to show a refused change changed
 /// nothing.
-fn observable(m: &VersionManager) -> (Vec<ServiceStatus>, String, u64) {
+pub(super) fn observable(m: &VersionManager) -> (Vec<ServiceStatus>, String, u64) {
     let snap = m.snapshot(1).unwrap();
     let summary = format!(
         "{:?}",
@@ -537,74 +537,6 @@ fn history_is_bounded() {
 }
 
 #[test]
-fn reconcile_rolls_out_adds_and_removes() {
-    let mut m = manager();
-    let text = BASE
-        .replace(
-            "backends = [\"10.0.1.11\", \"10.0.1.12\"]",
-            "backends = [\"10.0.1.12\", \"10.0.1.11\"]",
-        )
-        .replace(
-            "backends = [\"10.0.2.1\"]",
-            "backends = [\"10.0.2.1\", \"10.0.2.2\"]",
-        );
-    // Same set for web (reordered): no rollout; api changed: rollout.
-    let report = m.reconcile(&cfg(&text), t(10)).unwrap();
-    assert_eq!(report.rolled_out, [("api".to_string(), 2)]);
-    assert!(report.added.is_empty() && report.removed.is_empty());
-    assert_eq!(m.active("api").unwrap().vips, ips(&["203.0.113.2"]));
-    assert_eq!(m.rollouts("api"), 1);
-    // Drop api, add db.
-    let start = text.find("[[service]]\nname = \"api\"").unwrap();
-    let mut text2 = text[..start].to_string();
-    text2.push_str(
-        "[[service]]\nname = \"db\"\npool = \"public\"\nports = [\"tcp/5432\"]\nbackends = [\"10.0.4.1\"]\n",
-    );
-    let report = m.reconcile(&cfg(&text2), t(20)).unwrap();
-    assert_eq!(report.added, ["db"]);
-    assert_eq!(report.removed, ["api"]);
-    let names: Vec<String> = m.services().into_iter().map(|s| s.name).collect();
-    assert_eq!(names, ["web", "db", "api"]);
-    assert!(m.active("api").is_none());
-    assert_eq!(states(&m, "api"), [(1, Draining), (2, Draining)]);
-    // db avoids the live VIPs of the removed service (.2, .6).
-    assert_eq!(m.active("db").unwrap().vips, ips(&["203.0.113.3"]));
-    assert!(matches!(
-        m.rollout("api", &ips(&["10.0.2.9"]), t(21)),
-        Err(VersionError::NoActive(_))
-    ));
-    // Both api versions release; then the service is gone.
-    assert_eq!(m.evaluate(t(50), silent).len(), 2);
-    assert!(m.services().iter().all(|s| s.name != "api"));
-    assert!(m
-        .snapshot(9)
-        .unwrap()
-        .services
-        .iter()
-        .all(|s| &*s.name != "api"));
-}
-
-#[test]
-fn reconcile_that_cannot_apply_changes_nothing() {
-    let mut m = manager();
-    for (i, b) in ["10.0.1.13", "10.0.1.14", "10.0.1.15", "10.0.1.16"]
-        .iter()
-        .enumerate()
-    {
-        m.rollout("web", &ips(&[b]), t(i as u64)).unwrap();
-    }
-    let before = observable(&m);
-    // api needs a new version, but the pool's IPv4 addresses are all held.
-    let text = BASE.replace(
-        "backends = [\"10.0.2.1\"]",
-        "backends = [\"10.0.2.1\", \"10.0.2.2\"]",
-    );
-    let err = m.reconcile(&cfg(&text), t(10)).unwrap_err();
-    assert!(matches!(err, VersionError::PoolExhausted { .. }), "{err}");
-    assert_eq!(observable(&m), before);
-}
-
-#[test]
 fn unknown_service_everywhere() {
     let mut m = manager();
     let unknown = VersionError::UnknownService("x".into());
@@ -648,10 +580,19 @@ fn rollout_and_snapshot_with_1000_services_reuse_tables() {
     m.rollout("s500", &ips(&["10.99.0.1", "10.99.0.2"]), t(1))
         .unwrap();
     let rolled = started.elapsed();
-    let after = m.snapshot(2).unwrap();
-    let total = started.elapsed();
+    let mut builds: Vec<_> = (0..21)
+        .map(|g| {
+            let started = std::time::Instant::now();
+            let snap = m.snapshot(g).unwrap();
+            (started.elapsed(), snap)
+        })
+        .collect();
+    builds.sort_by_key(|(d, _)| *d);
+    let after = builds.swap_remove(10).1;
+    let (fastest, median) = (builds[0].0, builds[10].0);
     println!(
-        "1000 services x 10 backends: rollout {rolled:?}, rollout + snapshot {total:?} (maglev 251)"
+        "1000 services x 10 backends: rollout {rolled:?} (maglev 251), \
+         snapshot build fastest {fastest:?}, median {median:?}"
     );
     let shared = before
         .versions()
