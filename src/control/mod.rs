@@ -5,3 +5,5 @@ pub mod bootstrap;
 pub mod config;
 pub mod neighbors;
 pub mod pool;
+pub mod state;
+pub mod versions;

@@ -1,0 +1,556 @@
+//! The version state machine of SPEC §2: `active` → `draining` → `released`.
+//!
+//! A [`VersionManager`] owns every version of every service: its VIPs, its
+//! backends with their health, its state and timestamps, its Maglev table
+//! and its counter slot. It is sans-IO, as the data plane is: no threads, no
+//! files, no clock. Every method that depends on time takes `now`, and the
+//! drain rule takes the workers' observations through a closure, so the
+//! whole cutover is unit-tested with a fake clock. The caller (the `run`
+//! loop) owns the clock, publishes [`VersionManager::snapshot`] to the one
+//! read-copy-update cell after every change, and writes
+//! [`VersionManager::persisted`] to the state file (see `control::state`).
+//!
+//! # Publishing order of a rollout
+//!
+//! SPEC §2 wants the new version in the data plane before it is in DNS.
+//! The data plane and the built-in DNS server read the same [`Snapshot`],
+//! and a snapshot is published with one atomic pointer store, so publishing
+//! one snapshot that already carries the new version as `active` is safe:
+//! the instant a DNS answer can name the new VIP, the workers forward it.
+//! No intermediate "published but not in DNS" state is needed, and none is
+//! offered (the snapshot's [`VersionState`] has no such variant). Anything
+//! that updates DNS *outside* the snapshot (the RFC 2136 pusher) must run
+//! after the publish.
+//!
+//! # Time
+//!
+//! Times are kept as milliseconds since the Unix epoch (what the state file
+//! stores); the API takes [`SystemTime`]. A clock step backwards never
+//! releases early: every elapsed time saturates at zero.
+
+mod alloc;
+mod build;
+mod drain;
+mod error;
+mod health;
+mod persist;
+mod reconcile;
+mod view;
+
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+mod tests_reconcile;
+#[cfg(test)]
+mod tests_state;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::control::config::{Config, Family, Forwarding, PortSpec, VipPool};
+use crate::control::pool;
+use crate::dataplane::maglev::MaglevTable;
+use crate::snapshot::{Backend, DataplaneSettings, Snapshot, VersionState, MAX_VERSIONS};
+
+pub use drain::{observe_workers, DrainObservation};
+pub use error::VersionError;
+pub use reconcile::ReconcileReport;
+pub use view::{rfc3339, BackendStatus, ServiceStatus, VersionInfo};
+
+/// Released versions kept per service for `status` and the API; older ones
+/// are forgotten so a service rolled out every minute does not grow forever.
+pub const HISTORY: usize = 10;
+
+/// Why a draining version was released (`cutover_releases_total{reason}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReleaseReason {
+    /// Out of DNS for TTL + grace and quiet for `drain_quiet`.
+    Drained,
+    /// `drain_timeout` passed first; connections may have been cut.
+    Timeout,
+}
+
+impl ReleaseReason {
+    /// The label used in logs, metrics and the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReleaseReason::Drained => "drained",
+            ReleaseReason::Timeout => "timeout",
+        }
+    }
+}
+
+/// Which versions of a service a health verdict applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VersionSelector {
+    /// Every live version that has the backend: a dead host is dead for all.
+    All,
+    /// One version by id.
+    Id(u32),
+}
+
+/// A version that [`VersionManager::evaluate`] released: its VIPs are out of
+/// the next snapshot and cooling down.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReleaseEvent {
+    pub service: String,
+    pub id: u32,
+    pub uid: u64,
+    /// The freed slot; the next version to take it has another uid.
+    pub slot: u32,
+    pub vips: Vec<IpAddr>,
+    pub reason: ReleaseReason,
+}
+
+/// Milliseconds since the Unix epoch; 0 for times before it.
+pub(crate) fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Saturating milliseconds of a duration.
+fn dur_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The drain settings of a service (SPEC §4), applied to all its versions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct DrainSettings {
+    grace: Duration,
+    quiet: Duration,
+    timeout: Duration,
+}
+
+/// One version. Live versions (active, draining) hold a slot, their VIPs and
+/// a Maglev table; a released one keeps only the record.
+#[derive(Debug, Clone)]
+struct Version {
+    id: u32,
+    uid: u64,
+    slot: u32,
+    vips: Vec<IpAddr>,
+    /// In the order given; the address never changes, health does. Next
+    /// hops are resolved from the static neighbours when the version is
+    /// created and when they change, so a snapshot copies the list as is.
+    backends: Vec<Backend>,
+    state: VersionState,
+    created_at: u64,
+    draining_since: Option<u64>,
+    released_at: Option<u64>,
+    release_reason: Option<ReleaseReason>,
+    /// Built over `backends` with the unhealthy ones disabled; rebuilt only
+    /// when this version's health changes, so every snapshot shares it.
+    /// `None` once released.
+    maglev: Option<Arc<MaglevTable>>,
+}
+
+/// A service and its versions.
+#[derive(Debug, Clone)]
+struct ServiceRecord {
+    name: String,
+    /// `name` as the snapshot wants it, shared by every snapshot.
+    label: Arc<str>,
+    /// Sorted, as the data plane wants them.
+    ports: Vec<PortSpec>,
+    forwarding: Forwarding,
+    families: Vec<Family>,
+    /// By name: pool indices change between configuration files.
+    pool: String,
+    /// The configured first-version VIPs (reserved against other services).
+    vips: Vec<IpAddr>,
+    drain: DrainSettings,
+    next_id: u32,
+    /// Gone from the configuration: no active version, dropped once every
+    /// version is released.
+    removed: bool,
+    /// Active and draining versions, oldest first.
+    live: Vec<Version>,
+    /// Released versions, oldest first, at most [`HISTORY`].
+    history: VecDeque<Version>,
+}
+
+impl ServiceRecord {
+    fn new(cfg: &Config, index: usize) -> ServiceRecord {
+        let s = &cfg.services[index];
+        let mut rec = ServiceRecord {
+            name: s.name.clone(),
+            label: Arc::from(s.name.as_str()),
+            ports: Vec::new(),
+            forwarding: s.forwarding,
+            families: Vec::new(),
+            pool: String::new(),
+            vips: Vec::new(),
+            drain: DrainSettings {
+                grace: s.drain_grace,
+                quiet: s.drain_quiet,
+                timeout: s.drain_timeout,
+            },
+            next_id: 1,
+            removed: false,
+            live: Vec::new(),
+            history: VecDeque::new(),
+        };
+        rec.apply(cfg, index);
+        rec
+    }
+
+    /// Takes the service's settings from `cfg` (a reload changes ports,
+    /// forwarding and drain settings of running versions in place).
+    fn apply(&mut self, cfg: &Config, index: usize) {
+        let s = &cfg.services[index];
+        let mut ports = s.ports.clone();
+        ports.sort();
+        self.ports = ports;
+        self.forwarding = s.forwarding;
+        self.families.clone_from(&s.families);
+        self.pool = cfg
+            .pools
+            .get(s.pool)
+            .map_or_else(String::new, |p| p.name.clone());
+        self.vips.clone_from(&s.vips);
+        self.drain = DrainSettings {
+            grace: s.drain_grace,
+            quiet: s.drain_quiet,
+            timeout: s.drain_timeout,
+        };
+        self.removed = false;
+    }
+
+    fn active(&self) -> Option<&Version> {
+        self.live.iter().find(|v| v.state == VersionState::Active)
+    }
+
+    fn active_mut(&mut self) -> Option<&mut Version> {
+        self.live
+            .iter_mut()
+            .find(|v| v.state == VersionState::Active)
+    }
+}
+
+/// Owns the versions of every service; see the module documentation.
+#[derive(Debug, Clone)]
+pub struct VersionManager {
+    /// Configuration order, removed services after.
+    services: Vec<ServiceRecord>,
+    pools: Vec<VipPool>,
+    settings: DataplaneSettings,
+    neighbors: HashMap<IpAddr, [u8; 6]>,
+    dns_ttl: Duration,
+    table_size: usize,
+    /// VIP → end of its cooldown (unix ms).
+    cooldowns: HashMap<IpAddr, u64>,
+    /// VIPs of live versions: never handed out again while held.
+    held: HashSet<IpAddr>,
+    /// Configured first-version VIPs of every configured service.
+    reserved: HashSet<IpAddr>,
+    next_uid: u64,
+    slots: alloc::Slots,
+    /// When this process started watching traffic: the quiet rule never
+    /// counts silence from before it (after a restart the workers' counters
+    /// are fresh, and silence they did not observe proves nothing).
+    observing_since: u64,
+    rollouts: HashMap<String, u64>,
+    releases: HashMap<(String, ReleaseReason), u64>,
+    revision: u64,
+}
+
+impl VersionManager {
+    /// Version 1 of every service, active: the configured `vips`, or the
+    /// lowest free pool address of each family. Supersedes
+    /// `bootstrap::initial_snapshot` for `cutover run`.
+    pub fn from_config(cfg: &Config, now: SystemTime) -> Result<VersionManager, VersionError> {
+        let now = unix_ms(now);
+        let mut m = VersionManager::empty(cfg, now);
+        for i in 0..cfg.services.len() {
+            m.services.push(ServiceRecord::new(cfg, i));
+            let si = m.services.len() - 1;
+            let families = m.services[si].families.clone();
+            let backends = cfg.services[i].backends.clone();
+            m.create_version(si, &backends, &families, true, now)?;
+            m.activate_newest(si, now);
+        }
+        Ok(m)
+    }
+
+    fn empty(cfg: &Config, now: u64) -> VersionManager {
+        let mut m = VersionManager {
+            services: Vec::new(),
+            pools: Vec::new(),
+            settings: crate::control::bootstrap::settings(cfg),
+            neighbors: HashMap::new(),
+            dns_ttl: Duration::ZERO,
+            table_size: cfg.dataplane.maglev_table_size,
+            cooldowns: HashMap::new(),
+            held: HashSet::new(),
+            reserved: HashSet::new(),
+            next_uid: 1,
+            slots: alloc::Slots::new(MAX_VERSIONS),
+            observing_since: now,
+            rollouts: HashMap::new(),
+            releases: HashMap::new(),
+            revision: 0,
+        };
+        m.apply_globals(cfg);
+        m
+    }
+
+    /// Caps the number of live versions below [`MAX_VERSIONS`] (tests, and
+    /// operators who want a smaller per-worker counter footprint).
+    pub fn with_slot_limit(mut self, limit: usize) -> VersionManager {
+        self.slots.set_limit(limit.min(MAX_VERSIONS));
+        self
+    }
+
+    /// Raised by one on every change: the caller republishes and persists
+    /// when it moved.
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
+
+    /// Creates version `id + 1` of `service` with `backends` and makes it
+    /// active; the previous active version starts draining at `now`.
+    ///
+    /// The new version gets one VIP per family of the current active version,
+    /// each the lowest pool address that no live version holds, that is not
+    /// cooling down and not configured for another service. Backends that
+    /// the active version has keep their health verdict; new ones start
+    /// healthy until the health checker says otherwise.
+    pub fn rollout(
+        &mut self,
+        service: &str,
+        backends: &[IpAddr],
+        now: SystemTime,
+    ) -> Result<VersionInfo, VersionError> {
+        let now = unix_ms(now);
+        let si = self.index(service)?;
+        let rec = &self.services[si];
+        let active = rec
+            .active()
+            .ok_or_else(|| VersionError::NoActive(service.to_string()))?;
+        let families: Vec<Family> = active.vips.iter().map(pool::family_of).collect();
+        let current: HashSet<IpAddr> = active.backends.iter().map(|b| b.addr).collect();
+        let requested: HashSet<IpAddr> = backends.iter().copied().collect();
+        if requested == current && requested.len() == backends.len() {
+            return Err(VersionError::SameBackends {
+                service: service.to_string(),
+                id: active.id,
+            });
+        }
+        let vi = self.create_version(si, backends, &families, false, now)?;
+        self.activate_newest(si, now);
+        *self.rollouts.entry(service.to_string()).or_default() += 1;
+        let rec = &self.services[si];
+        let info = self.info(rec, &rec.live[vi]);
+        tracing::info!(
+            service,
+            version = info.id,
+            vip = %view::join(&info.vips),
+            backends = backends.len(),
+            "rollout: new version active, previous one draining"
+        );
+        Ok(info)
+    }
+
+    /// Makes the newest draining version of `service` active again (its VIPs
+    /// never left the data plane) and puts the current active one to
+    /// draining at `now`.
+    pub fn rollback(
+        &mut self,
+        service: &str,
+        now: SystemTime,
+    ) -> Result<VersionInfo, VersionError> {
+        let now = unix_ms(now);
+        let si = self.index(service)?;
+        let rec = &mut self.services[si];
+        if rec.active().is_none() {
+            return Err(VersionError::NoActive(service.to_string()));
+        }
+        let back = rec
+            .live
+            .iter()
+            .rposition(|v| v.state == VersionState::Draining)
+            .ok_or_else(|| VersionError::NothingDraining(service.to_string()))?;
+        if let Some(a) = rec.active_mut() {
+            a.state = VersionState::Draining;
+            a.draining_since = Some(now);
+        }
+        let v = &mut rec.live[back];
+        v.state = VersionState::Active;
+        v.draining_since = None;
+        self.revision += 1;
+        let rec = &self.services[si];
+        let info = self.info(rec, &rec.live[back]);
+        tracing::info!(
+            service,
+            version = info.id,
+            vip = %view::join(&info.vips),
+            "rollback: version active again, previous one draining"
+        );
+        Ok(info)
+    }
+
+    /// Applies the release rule of SPEC §2 to every draining version and
+    /// releases those it allows: out of DNS for at least `dns.ttl +
+    /// drain_grace` and quiet (no flow, no packet for `drain_quiet`), or
+    /// `drain_timeout` passed. `observe(slot, uid)` reports what the workers
+    /// saw (see [`observe_workers`]). A released version frees its slot, and
+    /// its VIPs cool down for the pool's `cooldown`.
+    pub fn evaluate(
+        &mut self,
+        now: SystemTime,
+        mut observe: impl FnMut(u32, u64) -> DrainObservation,
+    ) -> Vec<ReleaseEvent> {
+        let now = unix_ms(now);
+        self.cooldowns.retain(|_, until| *until > now);
+        let mut events = Vec::new();
+        for si in 0..self.services.len() {
+            let rec = &self.services[si];
+            let mut due = Vec::new();
+            for (vi, v) in rec.live.iter().enumerate() {
+                let Some(since) = v.draining_since else {
+                    continue;
+                };
+                if v.state != VersionState::Draining {
+                    continue;
+                }
+                let obs = observe(v.slot, v.uid);
+                let rule = drain::Rule {
+                    ttl: self.dns_ttl,
+                    drain: rec.drain,
+                    observing_since: self.observing_since,
+                };
+                if let Some(reason) = rule.verdict(since, &obs, now) {
+                    due.push((vi, reason));
+                }
+            }
+            for (vi, reason) in due.into_iter().rev() {
+                events.push(self.release(si, vi, reason, now));
+            }
+        }
+        // Removed services disappear once nothing of them is live.
+        self.services.retain(|r| !(r.removed && r.live.is_empty()));
+        if !events.is_empty() {
+            self.revision += 1;
+        }
+        events
+    }
+
+    /// Rollouts of `service` since start (`cutover_rollouts_total`); the
+    /// first version and restored versions do not count.
+    pub fn rollouts(&self, service: &str) -> u64 {
+        self.rollouts.get(service).copied().unwrap_or(0)
+    }
+
+    /// Releases of `service` for `reason` since start
+    /// (`cutover_releases_total`).
+    pub fn releases(&self, service: &str, reason: ReleaseReason) -> u64 {
+        self.releases
+            .get(&(service.to_string(), reason))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// The DNS TTL the drain rule uses.
+    pub fn dns_ttl(&self) -> Duration {
+        self.dns_ttl
+    }
+
+    fn index(&self, service: &str) -> Result<usize, VersionError> {
+        self.services
+            .iter()
+            .position(|r| r.name == service)
+            .ok_or_else(|| VersionError::UnknownService(service.to_string()))
+    }
+
+    /// Takes the global parts of `cfg`: pools, DNS TTL, data plane settings
+    /// and neighbours, the Maglev size, the reserved VIPs.
+    fn apply_globals(&mut self, cfg: &Config) {
+        self.pools.clone_from(&cfg.pools);
+        self.settings = crate::control::bootstrap::settings(cfg);
+        self.neighbors = cfg.dataplane.neighbors.iter().copied().collect();
+        self.dns_ttl = Duration::from_secs(u64::from(cfg.dns.ttl));
+        self.table_size = cfg.dataplane.maglev_table_size;
+        for rec in &mut self.services {
+            for v in &mut rec.live {
+                for b in &mut v.backends {
+                    b.next_hop = self.neighbors.get(&b.addr).copied();
+                }
+            }
+        }
+        self.reserved = cfg
+            .services
+            .iter()
+            .flat_map(|s| s.vips.iter().copied())
+            .collect();
+    }
+
+    /// Makes the newest live version of service `si` active; the previous
+    /// active one starts draining at `now`.
+    fn activate_newest(&mut self, si: usize, now: u64) {
+        let rec = &mut self.services[si];
+        if let Some(a) = rec.active_mut() {
+            a.state = VersionState::Draining;
+            a.draining_since = Some(now);
+        }
+        if let Some(v) = rec.live.last_mut() {
+            v.state = VersionState::Active;
+            v.draining_since = None;
+        }
+        self.revision += 1;
+    }
+
+    /// Releases live version `vi` of service `si`.
+    fn release(&mut self, si: usize, vi: usize, reason: ReleaseReason, now: u64) -> ReleaseEvent {
+        let cooldown = self
+            .pool(&self.services[si].pool)
+            .map_or(self.dns_ttl.saturating_mul(10), |p| p.cooldown);
+        let rec = &mut self.services[si];
+        let mut v = rec.live.remove(vi);
+        v.state = VersionState::Released;
+        v.released_at = Some(now);
+        v.release_reason = Some(reason);
+        v.maglev = None;
+        let until = now.saturating_add(dur_ms(cooldown));
+        for vip in &v.vips {
+            self.held.remove(vip);
+            self.cooldowns.insert(*vip, until);
+        }
+        self.slots.free(v.slot);
+        tracing::info!(
+            service = %rec.name,
+            version = v.id,
+            vip = %view::join(&v.vips),
+            reason = reason.as_str(),
+            "version released"
+        );
+        *self.releases.entry((rec.name.clone(), reason)).or_default() += 1;
+        let event = ReleaseEvent {
+            service: rec.name.clone(),
+            id: v.id,
+            uid: v.uid,
+            slot: v.slot,
+            vips: v.vips.clone(),
+            reason,
+        };
+        rec.history.push_back(v);
+        while rec.history.len() > HISTORY {
+            rec.history.pop_front();
+        }
+        event
+    }
+
+    fn pool(&self, name: &str) -> Option<&VipPool> {
+        self.pools.iter().find(|p| p.name == name)
+    }
+
+    /// The data plane table of the current state: active and draining
+    /// versions, released ones absent. Maglev tables are shared with the
+    /// previous snapshot (`Arc`), so this costs a copy of the backend lists
+    /// and one hash insert per VIP, never a table build.
+    pub fn snapshot(&self, generation: u64) -> Result<Snapshot, crate::snapshot::SnapshotError> {
+        build::snapshot(self, generation)
+    }
+}
