@@ -78,7 +78,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Run { config } => {
             let cfg = cutover::control::config::load(&config)?;
             let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-            cutover::run::run(&cfg, stop)?;
+            cutover::run::run(&cfg, &config, stop)?;
             Ok(())
         }
         Command::Check { config } => {

@@ -5,13 +5,14 @@
 //! hops fresh from the kernel's neighbour table until SIGTERM or SIGINT;
 //! then every worker finishes the burst in flight and stops.
 
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::control::config::{Config, Driver};
-use crate::control::{bootstrap, neighbors};
+use crate::control::plane::ControlPlane;
 use crate::dataplane::pipeline::{Pipeline, PipelineOptions};
 use crate::dataplane::stats::{DropReason, WorkerStats};
 use crate::dataplane::worker::{self, IdleMode};
@@ -19,7 +20,7 @@ use crate::io::af_packet::{AfPacketOptions, AfPacketPort};
 use crate::io::affinity;
 use crate::replay;
 use crate::snapshot::SnapshotCell;
-use crate::telemetry::metrics::Collector;
+use crate::telemetry::metrics::{Collector, ControlCounts};
 
 /// Packets per burst (SPEC §1: default 32).
 pub const BURST: usize = 32;
@@ -27,8 +28,8 @@ pub const BURST: usize = 32;
 /// How often the metrics are refreshed from the workers' counters.
 const METRICS_PERIOD: Duration = Duration::from_millis(500);
 
-/// How often next hops are refreshed from the kernel.
-const NEIGHBOR_PERIOD: Duration = Duration::from_secs(1);
+/// How often the drain rule runs and next hops are refreshed.
+const TICK_PERIOD: Duration = Duration::from_secs(1);
 
 /// Why the appliance could not start.
 #[derive(Debug, thiserror::Error)]
@@ -45,7 +46,7 @@ pub enum RunError {
         source: crate::io::af_packet::AfPacketError,
     },
     #[error(transparent)]
-    Bootstrap(#[from] bootstrap::BootstrapError),
+    Control(#[from] crate::control::plane::ControlError),
     #[error(transparent)]
     Snapshot(#[from] crate::snapshot::SnapshotError),
     #[error("dns: {0}")]
@@ -58,15 +59,9 @@ pub enum RunError {
     Thread(std::io::Error),
 }
 
-/// The running appliance's shared state, for the control plane.
-pub struct Appliance {
-    pub cell: Arc<SnapshotCell>,
-    pub stats: Vec<Arc<WorkerStats>>,
-    pub epoch: Instant,
-}
-
-/// Runs until SIGTERM or SIGINT (or `stop` is set by the caller).
-pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<(), RunError> {
+/// Runs until SIGTERM or SIGINT (or `stop` is set by the caller). SIGHUP
+/// reloads the configuration from `config_path`.
+pub fn run(cfg: &Config, config_path: &Path, stop: Arc<AtomicBool>) -> Result<(), RunError> {
     match cfg.dataplane.driver {
         Driver::AfPacket => {}
         Driver::Pcap => return Err(RunError::PcapDriver),
@@ -78,93 +73,117 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<(), RunError> {
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(sig, Arc::clone(&stop)).map_err(RunError::Signal)?;
     }
-    let first = bootstrap::initial_snapshot(cfg)?;
-    let first = neighbors::refresh(cfg, &first, &neighbors::kernel_neighbors())?.unwrap_or(first);
-    let app = Appliance {
-        cell: Arc::new(SnapshotCell::new(first)),
-        stats: Vec::new(),
-        epoch: Instant::now(),
-    };
-    let (app, handles) = start_workers(cfg, app, &stop)?;
-    // DNS names a version only once the snapshot that carries it is the
-    // one the workers read: both read the same cell.
-    let dns = if cfg.dns.listen.is_empty() && cfg.dns.update.is_none() {
-        None
-    } else {
-        let server = crate::dns::spawn(&cfg.dns, Arc::clone(&app.cell));
-        match server {
-            Ok(s) => {
-                tracing::info!(listen = ?s.local_addrs(), zone = %cfg.dns.zone, "dns serving");
-                Some(s)
-            }
-            Err(e) => {
-                stop.store(true, Ordering::Relaxed);
-                for h in handles {
-                    let _ = h.join();
-                }
-                return Err(RunError::Dns(e));
-            }
+    let reload = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&reload))
+        .map_err(RunError::Signal)?;
+
+    let workers = cfg.dataplane.workers.max(cfg.dataplane.interfaces.len());
+    let stats: Vec<Arc<WorkerStats>> = (0..workers).map(|_| Arc::new(WorkerStats::new())).collect();
+    let epoch = Instant::now();
+    let plane = Arc::new(ControlPlane::start(
+        cfg.clone(),
+        config_path,
+        stats.clone(),
+        epoch,
+    )?);
+    let handles = start_workers(cfg, plane.cell(), &stats, epoch, &stop)?;
+    let mut services = Services::default();
+    let started = start_services(cfg, &plane, &stop, &mut services);
+    if let Err(e) = started {
+        stop.store(true, Ordering::Relaxed);
+        for h in handles {
+            let _ = h.join();
         }
-    };
-    for v in app.cell.load().versions() {
+        services.shutdown();
+        return Err(e);
+    }
+    for v in plane.cell().load().versions() {
         tracing::info!(
-            service = %app.cell.load().service(v.service).map(|s| s.name.to_string()).unwrap_or_default(),
+            service = %plane.cell().load().service(v.service).map(|s| s.name.to_string()).unwrap_or_default(),
             version = v.id,
             vips = ?v.vips,
             backends = v.backends.len(),
             "serving"
         );
     }
-    let collector = match cfg.metrics.listen {
-        Some(addr) => {
-            crate::telemetry::metrics::install(addr).map_err(RunError::Telemetry)?;
-            tracing::info!(listen = %addr, "metrics at /metrics");
-            let c = Collector::new(Arc::clone(&app.cell), app.stats.clone(), None);
-            Some(
-                c.spawn(METRICS_PERIOD, Arc::clone(&stop))
-                    .map_err(RunError::Telemetry)?,
-            )
-        }
-        None => None,
-    };
-    run_control_loop(cfg, &app, &stop);
+    run_control_loop(&plane, &stop, &reload);
     tracing::info!("stopping: finishing the bursts in flight");
-    if let Some(c) = collector {
-        let _ = c.join();
-    }
-    if let Some(d) = dns {
-        d.shutdown();
-    }
     for h in handles {
         let _ = h.join();
     }
-    let drops: u64 = app
-        .stats
+    services.shutdown();
+    let drops: u64 = stats
         .iter()
         .map(|s| DropReason::ALL.iter().map(|r| s.dropped(*r)).sum::<u64>())
         .sum();
-    let rx: u64 = app.stats.iter().map(|s| s.rx_packets.get()).sum();
-    let tx: u64 = app.stats.iter().map(|s| s.tx_packets.get()).sum();
+    let rx: u64 = stats.iter().map(|s| s.rx_packets.get()).sum();
+    let tx: u64 = stats.iter().map(|s| s.tx_packets.get()).sum();
     tracing::info!(rx, tx, drops, "stopped");
     Ok(())
 }
 
-/// Keeps the next hops fresh until `stop` is set.
-fn run_control_loop(cfg: &Config, app: &Appliance, stop: &AtomicBool) {
-    let mut last_refresh = Instant::now();
+/// What runs beside the workers: DNS, the metrics collector.
+#[derive(Default)]
+struct Services {
+    dns: Option<crate::dns::DnsServer>,
+    collector: Option<JoinHandle<()>>,
+}
+
+impl Services {
+    fn shutdown(self) {
+        if let Some(d) = self.dns {
+            d.shutdown();
+        }
+        if let Some(c) = self.collector {
+            let _ = c.join();
+        }
+    }
+}
+
+/// Starts DNS and metrics. DNS names a version only once the snapshot that
+/// carries it is the one the workers read: both read the same cell.
+fn start_services(
+    cfg: &Config,
+    plane: &Arc<ControlPlane>,
+    stop: &Arc<AtomicBool>,
+    out: &mut Services,
+) -> Result<(), RunError> {
+    if !cfg.dns.listen.is_empty() || cfg.dns.update.is_some() {
+        let d = crate::dns::spawn(&cfg.dns, Arc::clone(plane.cell())).map_err(RunError::Dns)?;
+        tracing::info!(listen = ?d.local_addrs(), zone = %cfg.dns.zone, "dns serving");
+        out.dns = Some(d);
+    }
+    if let Some(addr) = cfg.metrics.listen {
+        crate::telemetry::metrics::install(addr).map_err(RunError::Telemetry)?;
+        tracing::info!(listen = %addr, "metrics at /metrics");
+        let counts: Arc<dyn ControlCounts> = Arc::clone(plane) as Arc<dyn ControlCounts>;
+        let c = Collector::new(
+            Arc::clone(plane.cell()),
+            plane.workers().to_vec(),
+            Some(counts),
+        );
+        out.collector = Some(
+            c.spawn(METRICS_PERIOD, Arc::clone(stop))
+                .map_err(RunError::Telemetry)?,
+        );
+    }
+    Ok(())
+}
+
+/// The control plane's periodic work (drain rule, next hops) and SIGHUP
+/// reloads, until `stop` is set.
+fn run_control_loop(plane: &ControlPlane, stop: &AtomicBool, reload: &AtomicBool) {
+    let mut last_tick = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(50));
-        if last_refresh.elapsed() >= NEIGHBOR_PERIOD {
-            last_refresh = Instant::now();
-            let current = app.cell.load_full();
-            match neighbors::refresh(cfg, &current, &neighbors::kernel_neighbors()) {
-                Ok(Some(next)) => {
-                    tracing::info!(generation = next.generation, "next hops changed");
-                    app.cell.publish(next);
-                }
-                Ok(None) => {}
-                Err(e) => tracing::warn!(error = %e, "next-hop refresh failed"),
+        if reload.swap(false, Ordering::Relaxed) {
+            if let Err(e) = plane.reload() {
+                tracing::error!(error = %e, "reload refused; the running state is kept");
             }
+        }
+        if last_tick.elapsed() >= TICK_PERIOD {
+            last_tick = Instant::now();
+            plane.tick();
         }
     }
 }
@@ -173,11 +192,13 @@ fn run_control_loop(cfg: &Config, app: &Appliance, stop: &AtomicBool) {
 /// interface's ports in one fanout group) and starts the worker threads.
 fn start_workers(
     cfg: &Config,
-    mut app: Appliance,
+    cell: &Arc<SnapshotCell>,
+    stats: &[Arc<WorkerStats>],
+    epoch: Instant,
     stop: &Arc<AtomicBool>,
-) -> Result<(Appliance, Vec<JoinHandle<()>>), RunError> {
+) -> Result<Vec<JoinHandle<()>>, RunError> {
     let ifaces = &cfg.dataplane.interfaces;
-    let workers = cfg.dataplane.workers.max(ifaces.len());
+    let workers = stats.len();
     let mut handles = Vec::with_capacity(workers);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     for w in 0..workers {
@@ -195,19 +216,16 @@ fn start_workers(
             ifname: ifname.clone(),
             source,
         })?;
-        let stats = Arc::new(WorkerStats::new());
-        app.stats.push(Arc::clone(&stats));
         let mut pipe = Pipeline::new(
             PipelineOptions {
                 flow_table_size: cfg.dataplane.flow_table_size,
                 timeouts: replay::timeouts(cfg),
                 burst: BURST,
             },
-            stats,
+            Arc::clone(&stats[w]),
         );
-        let cell = Arc::clone(&app.cell);
+        let cell = Arc::clone(cell);
         let stop = Arc::clone(stop);
-        let epoch = app.epoch;
         let core = w % cores;
         let h = std::thread::Builder::new()
             .name(format!("cutover-w{w}"))
@@ -224,7 +242,7 @@ fn start_workers(
             .map_err(RunError::Thread)?;
         handles.push(h);
     }
-    Ok((app, handles))
+    Ok(handles)
 }
 
 /// A fanout group id unique to this process and interface.

@@ -4,6 +4,7 @@
 pub mod bootstrap;
 pub mod config;
 pub mod neighbors;
+pub mod plane;
 pub mod pool;
 pub mod state;
 pub mod versions;

@@ -1,0 +1,340 @@
+//! The running control plane: one place that changes versions.
+//!
+//! Every change — rollout, rollback, reload, a health verdict, a release by
+//! the drain rule — goes through [`ControlPlane`]: it is applied to a copy
+//! of the version manager, the copy's state is written to the state file,
+//! and only then is the new snapshot published and the copy kept. A change
+//! that fails anywhere leaves everything as it was, which is what a `4xx`
+//! from the admin API promises.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Instant, SystemTime};
+
+use serde::Serialize;
+
+use crate::control::config::{self, Config};
+use crate::control::neighbors;
+use crate::control::state::{self, StateError};
+use crate::control::versions::{
+    observe_workers, ReconcileReport, ReleaseReason, VersionError, VersionInfo, VersionManager,
+    VersionSelector,
+};
+use crate::dataplane::stats::WorkerStats;
+use crate::snapshot::{Snapshot, SnapshotCell, SnapshotError};
+use crate::telemetry::metrics::ControlCounts;
+
+/// Why a control-plane call changed nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// The request is wrong (unknown service, bad backends, pool empty…).
+    #[error(transparent)]
+    Version(#[from] VersionError),
+    /// The configuration file could not be read or is invalid.
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    /// The state file could not be read or written.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// The snapshot could not be built (an internal invariant broke).
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+}
+
+impl ControlError {
+    /// True when the caller asked for something impossible (a 4xx), false
+    /// when the appliance failed (a 5xx).
+    pub fn is_client_error(&self) -> bool {
+        matches!(self, ControlError::Version(_) | ControlError::Config(_))
+    }
+}
+
+/// A version as the API shows it: the manager's view plus its active flows.
+#[derive(Debug, Clone, Serialize)]
+pub struct VersionView {
+    #[serde(flatten)]
+    pub info: VersionInfo,
+    /// Flows in the workers' flow tables (0 once released).
+    pub active_flows: u64,
+}
+
+/// A service as `GET /v1/services` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServiceView {
+    pub name: String,
+    pub ports: Vec<String>,
+    pub removed: bool,
+    pub versions: Vec<VersionView>,
+}
+
+struct Inner {
+    manager: VersionManager,
+    cfg: Config,
+    generation: u64,
+    kernel_neighbors: HashMap<IpAddr, [u8; 6]>,
+}
+
+/// The control plane of one running appliance.
+pub struct ControlPlane {
+    inner: Mutex<Inner>,
+    cell: Arc<SnapshotCell>,
+    workers: Vec<Arc<WorkerStats>>,
+    epoch: Instant,
+    config_path: PathBuf,
+}
+
+impl ControlPlane {
+    /// Restores the versions from the state file when there is one (a
+    /// restart: draining versions keep draining), then applies the
+    /// configuration; otherwise starts every service at version 1. Fails
+    /// on an unreadable or corrupt state file rather than replacing it.
+    pub fn start(
+        cfg: Config,
+        config_path: &Path,
+        workers: Vec<Arc<WorkerStats>>,
+        epoch: Instant,
+    ) -> Result<ControlPlane, ControlError> {
+        let now = SystemTime::now();
+        let manager = match cfg
+            .state
+            .path
+            .as_deref()
+            .map(state::load)
+            .transpose()?
+            .flatten()
+        {
+            Some(saved) => {
+                let mut m = VersionManager::restore(&cfg, saved, now)?;
+                m.reconcile(&cfg, now)?;
+                tracing::info!("versions restored from the state file");
+                m
+            }
+            None => VersionManager::from_config(&cfg, now)?,
+        };
+        if let Some(path) = &cfg.state.path {
+            state::save(path, &manager.persisted(now))?;
+        }
+        let kernel = neighbors::kernel_neighbors();
+        let first = with_next_hops(&cfg, manager.snapshot(1)?, &kernel)?;
+        Ok(ControlPlane {
+            inner: Mutex::new(Inner {
+                manager,
+                cfg,
+                generation: first.generation,
+                kernel_neighbors: kernel,
+            }),
+            cell: Arc::new(SnapshotCell::new(first)),
+            workers,
+            epoch,
+            config_path: config_path.to_path_buf(),
+        })
+    }
+
+    /// The cell the workers and the DNS server read.
+    pub fn cell(&self) -> &Arc<SnapshotCell> {
+        &self.cell
+    }
+
+    /// The per-worker counters.
+    pub fn workers(&self) -> &[Arc<WorkerStats>] {
+        &self.workers
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave a half-applied change
+        // (changes are made on copies), so a poisoned lock is still usable.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Services and versions with their active flows.
+    pub fn status(&self) -> Vec<ServiceView> {
+        let inner = self.lock();
+        inner
+            .manager
+            .services()
+            .into_iter()
+            .map(|s| ServiceView {
+                name: s.name,
+                ports: s.ports,
+                removed: s.removed,
+                versions: s
+                    .versions
+                    .into_iter()
+                    .map(|info| {
+                        let active_flows = info.slot.map_or(0, |slot| {
+                            self.workers
+                                .iter()
+                                .filter_map(|w| w.version(slot, info.uid))
+                                .map(|c| c.active_flows.get())
+                                .sum()
+                        });
+                        VersionView { info, active_flows }
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+
+    /// A new version of `service` with `backends`; the old one drains.
+    pub fn rollout(&self, service: &str, backends: &[IpAddr]) -> Result<VersionInfo, ControlError> {
+        self.change(|m, _| {
+            m.rollout(service, backends, SystemTime::now())
+                .map_err(Into::into)
+        })
+    }
+
+    /// The newest draining version of `service` becomes active again.
+    pub fn rollback(&self, service: &str) -> Result<VersionInfo, ControlError> {
+        self.change(|m, _| m.rollback(service, SystemTime::now()).map_err(Into::into))
+    }
+
+    /// Re-reads the configuration file and applies it; an invalid file is
+    /// refused and the running state kept.
+    pub fn reload(&self) -> Result<ReconcileReport, ControlError> {
+        let cfg = config::load(&self.config_path)?;
+        let report = self.change(|m, inner_cfg| {
+            let r = m.reconcile(&cfg, SystemTime::now())?;
+            *inner_cfg = cfg.clone();
+            Ok(r)
+        })?;
+        tracing::info!(
+            added = ?report.added,
+            rolled_out = ?report.rolled_out,
+            removed = ?report.removed,
+            "configuration reloaded"
+        );
+        Ok(report)
+    }
+
+    /// Records a health-check verdict for `addr` in every live version of
+    /// `service` that has it.
+    pub fn set_health(
+        &self,
+        service: &str,
+        addr: IpAddr,
+        healthy: bool,
+    ) -> Result<(), ControlError> {
+        self.change(|m, _| {
+            m.set_backend_health(service, VersionSelector::All, addr, healthy)
+                .map(|_| ())
+                .map_err(Into::into)
+        })
+    }
+
+    /// The periodic work: releases drained versions, refreshes next hops.
+    pub fn tick(&self) {
+        let now = SystemTime::now();
+        let now_mono = Instant::now();
+        let workers = &self.workers;
+        let epoch = self.epoch;
+        let released = self.change(|m, _| {
+            Ok(m.evaluate(now, |slot, uid| {
+                observe_workers(
+                    workers.iter().map(|w| &**w),
+                    slot,
+                    uid,
+                    epoch,
+                    now_mono,
+                    now,
+                )
+            }))
+        });
+        if let Err(e) = released {
+            tracing::error!(error = %e, "drain evaluation failed");
+        }
+        let kernel = neighbors::kernel_neighbors();
+        let mut inner = self.lock();
+        if kernel != inner.kernel_neighbors {
+            inner.kernel_neighbors = kernel;
+            let current = self.cell.load_full();
+            match neighbors::refresh(&inner.cfg, &current, &inner.kernel_neighbors) {
+                Ok(Some(next)) => {
+                    inner.generation = next.generation;
+                    tracing::info!(generation = next.generation, "next hops changed");
+                    self.cell.publish(next);
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "next-hop refresh failed"),
+            }
+        } else {
+            // Unknown next hops are solicited on every tick until resolved.
+            let current = self.cell.load_full();
+            let _ = neighbors::refresh(&inner.cfg, &current, &inner.kernel_neighbors);
+        }
+    }
+
+    /// Applies `f` to a copy of the manager; when the copy changed, writes
+    /// its state, publishes its snapshot and keeps it. Any error leaves the
+    /// running state untouched.
+    fn change<T>(
+        &self,
+        f: impl FnOnce(&mut VersionManager, &mut Config) -> Result<T, ControlError>,
+    ) -> Result<T, ControlError> {
+        let mut inner = self.lock();
+        let mut next = inner.manager.clone();
+        let mut cfg = inner.cfg.clone();
+        let out = f(&mut next, &mut cfg)?;
+        if next.revision() == inner.manager.revision() {
+            return Ok(out);
+        }
+        let generation = inner.generation + 1;
+        let snap = with_next_hops(&cfg, next.snapshot(generation)?, &inner.kernel_neighbors)?;
+        if let Some(path) = &cfg.state.path {
+            state::save(path, &next.persisted(SystemTime::now()))?;
+        }
+        inner.generation = snap.generation;
+        self.cell.publish(snap);
+        inner.manager = next;
+        inner.cfg = cfg;
+        Ok(out)
+    }
+}
+
+/// `snap` with next hops filled in from the static table and the kernel's.
+fn with_next_hops(
+    cfg: &Config,
+    snap: Snapshot,
+    kernel: &HashMap<IpAddr, [u8; 6]>,
+) -> Result<Snapshot, SnapshotError> {
+    let generation = snap.generation;
+    let mut filled = match neighbors::refresh(cfg, &snap, kernel)? {
+        Some(s) => s,
+        None => return Ok(snap),
+    };
+    // `refresh` bumps the generation for its own publishes; here the
+    // snapshot is new anyway and keeps the number it was built with.
+    filled.generation = generation;
+    Ok(filled)
+}
+
+impl ControlCounts for ControlPlane {
+    fn rollouts(&self) -> Vec<(String, u64)> {
+        let inner = self.lock();
+        inner
+            .manager
+            .services()
+            .into_iter()
+            .map(|s| {
+                let n = inner.manager.rollouts(&s.name);
+                (s.name, n)
+            })
+            .collect()
+    }
+
+    fn releases(&self) -> Vec<(String, String, u64)> {
+        let inner = self.lock();
+        let mut out = Vec::new();
+        for s in inner.manager.services() {
+            for r in [ReleaseReason::Drained, ReleaseReason::Timeout] {
+                out.push((
+                    s.name.clone(),
+                    r.as_str().to_owned(),
+                    inner.manager.releases(&s.name, r),
+                ));
+            }
+        }
+        out
+    }
+}
