@@ -48,8 +48,15 @@ pub struct VersionRef {
 /// Where a flow is in its life, as far as one direction of it shows (with
 /// direct server return only client→server packets pass through).
 ///
-/// * `Open`: every non-TCP flow, and a TCP flow before any FIN or RST.
-///   Times out after `tcp_idle_ns` (TCP) or `udp_idle_ns` (anything else).
+/// * `Open`: every non-TCP flow, and a TCP flow first seen with its SYN,
+///   before any FIN or RST. Times out after `tcp_idle_ns` (TCP) or
+///   `udp_idle_ns` (anything else). Counted as an active flow.
+/// * `Joined`: a TCP flow first seen mid-connection (after an eviction, a
+///   restart, or a last ACK that outlived its entry). Forwarded like `Open`
+///   with its timeout, but not counted: nothing proves it is a live
+///   connection, and a dead one must not hold its version's drain for the
+///   whole idle timeout. A live one keeps its version through the drain
+///   rule's quiet period (its packets), which is what that rule is for.
 /// * `Closing`: the client sent a FIN or a RST. Times out after the short
 ///   `tcp_closing_ns`. A SYN without ACK on a `Closing` entry means the
 ///   client reuses the 5-tuple for a new connection: `lookup` drops the
@@ -59,6 +66,21 @@ pub struct VersionRef {
 pub enum FlowState {
     Open = 0,
     Closing = 1,
+    Joined = 2,
+}
+
+/// The state of a new entry for a flow whose first packet seen here has
+/// `flags`.
+fn initial_state(protocol: u8, flags: TcpFlags) -> FlowState {
+    if protocol != TCP {
+        FlowState::Open
+    } else if flags.closes() {
+        FlowState::Closing
+    } else if flags.has(TcpFlags::SYN) {
+        FlowState::Open
+    } else {
+        FlowState::Joined
+    }
 }
 
 /// TCP flags of the packet being looked up or inserted, as the flags byte
@@ -206,7 +228,7 @@ impl Node {
     fn class(&self) -> Class {
         match (self.protocol == TCP, self.state) {
             (false, _) => Class::Other,
-            (true, FlowState::Open) => Class::Tcp,
+            (true, FlowState::Open | FlowState::Joined) => Class::Tcp,
             (true, FlowState::Closing) => Class::Closing,
         }
     }
@@ -327,9 +349,12 @@ impl FlowTable {
         }
     }
 
-    /// Entries of the version currently bound to `slot` (0 when out of
-    /// range). Expired entries count until they are reclaimed; since the
-    /// table evicts, 0 alone does not prove a version drained.
+    /// Open entries of the version currently bound to `slot` (0 when out of
+    /// range): flows whose client has not sent a FIN or RST. A closing flow
+    /// is no longer an in-progress connection for the drain rule (its late
+    /// packets still count through the rule's quiet period). Expired
+    /// entries count until they are reclaimed; since the table evicts, 0
+    /// alone does not prove a version drained.
     pub fn active_flows(&self, slot: u32) -> u32 {
         self.counts.get(slot as usize).copied().unwrap_or(0)
     }
@@ -355,8 +380,15 @@ impl FlowTable {
         let class = node.class();
         let node = &mut self.nodes[idx as usize];
         node.last_seen = now;
-        if node.protocol == TCP && flags.closes() {
+        if node.protocol == TCP && flags.closes() && node.state != FlowState::Closing {
+            let was_counted = node.state == FlowState::Open;
             node.state = FlowState::Closing;
+            let slot = node.slot as usize;
+            if was_counted {
+                if let Some(c) = self.counts.get_mut(slot) {
+                    *c = c.saturating_sub(1);
+                }
+            }
         }
         if node.class() != class || self.lists[class as usize].head != idx {
             self.unlink(idx, class);
@@ -440,15 +472,14 @@ impl FlowTable {
             dst_port: key.dst_port,
             backend,
             protocol: key.protocol,
-            state: if key.protocol == TCP && flags.closes() {
-                FlowState::Closing
-            } else {
-                FlowState::Open
-            },
+            state: initial_state(key.protocol, flags),
         };
+        let open = self.nodes[idx as usize].state == FlowState::Open;
         self.push_front(idx);
-        if let Some(c) = self.counts.get_mut(slot) {
-            *c = c.saturating_add(1);
+        if open {
+            if let Some(c) = self.counts.get_mut(slot) {
+                *c = c.saturating_add(1);
+            }
         }
     }
 
@@ -569,7 +600,7 @@ impl FlowTable {
     /// stale (its slot now belongs to another version).
     fn uncount(&mut self, idx: u32) {
         let node = &self.nodes[idx as usize];
-        if self.is_stale(node) {
+        if self.is_stale(node) || node.state != FlowState::Open {
             return;
         }
         if let Some(c) = self.counts.get_mut(node.slot as usize) {

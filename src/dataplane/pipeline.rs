@@ -230,7 +230,7 @@ impl Pipeline {
             // version's VIPs counts, forwarded or not.
             c.last_packet_ns.set(now);
         }
-        let backend = match self.select(version, &p, now) {
+        let (backend, placed) = match self.select(version, &p, now) {
             Some(b) => b,
             None => return Verdict::Drop(DropReason::NoBackend),
         };
@@ -249,6 +249,14 @@ impl Pipeline {
                 rewrite::ipip(pkt, &p, backend, ctx)
             }
         };
+        if !verdict.is_tx() {
+            // A flow is remembered only once a packet of it went out: a SYN
+            // dropped for an unresolved next hop must not leave an entry
+            // that counts as a live connection of its version.
+            if let Some(key) = placed {
+                self.flows.remove(&key);
+            }
+        }
         if verdict == Verdict::Forward {
             if let Some(c) = self.stats.versions.get(version.slot as usize) {
                 c.packets.add(1);
@@ -261,11 +269,21 @@ impl Pipeline {
     /// The backend index for this packet: fragments by the 3-tuple hash
     /// (later fragments carry no ports), others through the flow table and,
     /// for a new flow, Maglev.
-    fn select(&mut self, version: &VersionEntry, p: &Parsed, now: u64) -> Option<u16> {
+    ///
+    /// Also returns the flow key when this packet created the flow's entry.
+    fn select(
+        &mut self,
+        version: &VersionEntry,
+        p: &Parsed,
+        now: u64,
+    ) -> Option<(u16, Option<FlowKey>)> {
         let (src, dst) = (p.src, p.dst);
         let proto = u8::from(p.protocol);
         if p.fragment {
-            return version.maglev.lookup(hash_3tuple(&src, &dst, proto));
+            return version
+                .maglev
+                .lookup(hash_3tuple(&src, &dst, proto))
+                .map(|b| (b, None));
         }
         let (sport, dport) = p.ports.unwrap_or((0, 0));
         let key = FlowKey {
@@ -289,13 +307,13 @@ impl Pipeline {
                 .get(usize::from(entry.backend))
                 .is_some_and(|b| b.healthy);
             if entry.version == this && healthy {
-                return Some(entry.backend);
+                return Some((entry.backend, None));
             }
             self.flows.remove(&key);
         }
         let backend = version.maglev.lookup(key.flow_hash())?;
         self.flows.insert(key, this, backend, now, flags);
-        Some(backend)
+        Some((backend, Some(key)))
     }
 }
 

@@ -46,7 +46,7 @@ fn insert_lookup_remove() {
     assert_eq!(t.len(), 1);
     assert_eq!(t.lookup(&tcp(2), 110, TcpFlags::ACK), None);
     // Re-inserting replaces.
-    t.insert(tcp(1), v, 6, 120, TcpFlags::NONE);
+    t.insert(tcp(1), v, 6, 120, TcpFlags::SYN);
     assert_eq!(t.len(), 1);
     assert_eq!(t.active_flows(2), 1);
     assert_eq!(t.peek(&tcp(1), 120).unwrap().backend, 6);
@@ -59,18 +59,18 @@ fn insert_lookup_remove() {
 #[test]
 fn evicts_least_recently_seen_in_order() {
     let mut t = FlowTable::new(3, 1, T);
-    t.insert(tcp(1), V0, 1, 1, TcpFlags::NONE);
+    t.insert(tcp(1), V0, 1, 1, TcpFlags::SYN);
     t.insert(udp(2), V0, 2, 2, TcpFlags::NONE);
-    t.insert(tcp(3), V0, 3, 3, TcpFlags::NONE);
+    t.insert(tcp(3), V0, 3, 3, TcpFlags::SYN);
     // Touching the oldest saves it; udp(2) is now the oldest.
     assert!(t.lookup(&tcp(1), 4, TcpFlags::ACK).is_some());
-    t.insert(tcp(4), V0, 4, 5, TcpFlags::NONE);
+    t.insert(tcp(4), V0, 4, 5, TcpFlags::SYN);
     assert_eq!(t.len(), 3);
     assert_eq!(t.evictions(), 1);
     assert_eq!(t.peek(&udp(2), 5), None);
     t.insert(udp(5), V0, 5, 6, TcpFlags::NONE);
     assert_eq!(t.peek(&tcp(3), 6), None);
-    t.insert(tcp(6), V0, 6, 7, TcpFlags::NONE);
+    t.insert(tcp(6), V0, 6, 7, TcpFlags::SYN);
     assert_eq!(t.peek(&tcp(1), 7), None);
     for k in [tcp(4), udp(5), tcp(6)] {
         assert!(t.peek(&k, 7).is_some());
@@ -146,7 +146,7 @@ fn expire_respects_budget_and_class() {
     let mut t = FlowTable::new(32, 1, T);
     for i in 0..10 {
         t.insert(udp(i), V0, 1, u64::from(i), TcpFlags::NONE);
-        t.insert(tcp(i), V0, 1, u64::from(i), TcpFlags::NONE);
+        t.insert(tcp(i), V0, 1, u64::from(i), TcpFlags::SYN);
     }
     // udp(0..5) are idle for more than 30 at 35; no tcp flow is.
     assert_eq!(t.expire(35, 100), 5);
@@ -162,10 +162,10 @@ fn expire_respects_budget_and_class() {
 #[test]
 fn full_table_reclaims_expired_before_evicting() {
     let mut t = FlowTable::new(2, 1, T);
-    t.insert(tcp(1), V0, 1, 0, TcpFlags::NONE);
+    t.insert(tcp(1), V0, 1, 0, TcpFlags::SYN);
     t.insert(udp(1), V0, 1, 10, TcpFlags::NONE);
     // udp(1) expired at 41 while the older tcp(1) is still live.
-    t.insert(tcp(2), V0, 1, 41, TcpFlags::NONE);
+    t.insert(tcp(2), V0, 1, 41, TcpFlags::SYN);
     assert_eq!(t.evictions(), 0);
     assert!(t.peek(&tcp(1), 41).is_some());
     assert!(t.peek(&tcp(2), 41).is_some());
@@ -178,7 +178,7 @@ fn counts_per_version_survive_slot_reuse() {
     let b = VersionRef { slot: 1, uid: 11 };
     t.bind_version(1, 10);
     for i in 0..3 {
-        t.insert(tcp(i), a, 0, 0, TcpFlags::NONE);
+        t.insert(tcp(i), a, 0, 0, TcpFlags::SYN);
     }
     assert_eq!(t.active_flows(1), 3);
     t.remove(&tcp(0));
@@ -222,12 +222,12 @@ fn out_of_range_slots_never_panic() {
     let mut t = FlowTable::new(4, 2, T);
     t.bind_version(2, 1);
     t.bind_version(u32::MAX, 1);
-    t.insert(tcp(1), VersionRef { slot: 2, uid: 1 }, 0, 0, TcpFlags::NONE);
+    t.insert(tcp(1), VersionRef { slot: 2, uid: 1 }, 0, 0, TcpFlags::SYN);
     assert!(t.is_empty());
     assert_eq!(t.active_flows(2), 0);
     assert_eq!(t.active_flows(u32::MAX), 0);
     let mut t = FlowTable::new(4, 0, T);
-    t.insert(tcp(1), V0, 0, 0, TcpFlags::NONE);
+    t.insert(tcp(1), V0, 0, 0, TcpFlags::SYN);
     assert!(t.is_empty());
 }
 
@@ -235,7 +235,7 @@ fn out_of_range_slots_never_panic() {
 fn tiny_tables() {
     let mut t = FlowTable::new(1, 1, T);
     for i in 0..5 {
-        t.insert(tcp(i), V0, 0, u64::from(i), TcpFlags::NONE);
+        t.insert(tcp(i), V0, 0, u64::from(i), TcpFlags::SYN);
         assert_eq!(t.len(), 1);
         assert!(t.lookup(&tcp(i), u64::from(i), TcpFlags::ACK).is_some());
     }
@@ -243,7 +243,7 @@ fn tiny_tables() {
     assert_eq!(t.active_flows(0), 1);
     assert_eq!(t.expire(10_000, 5), 1);
     let mut t = FlowTable::new(0, 1, T);
-    t.insert(tcp(1), V0, 0, 0, TcpFlags::NONE);
+    t.insert(tcp(1), V0, 0, 0, TcpFlags::SYN);
     assert_eq!((t.len(), t.capacity()), (0, 0));
     assert_eq!(t.lookup(&tcp(1), 0, TcpFlags::NONE), None);
     assert_eq!(t.expire(1, 1), 0);
@@ -252,10 +252,10 @@ fn tiny_tables() {
 #[test]
 fn clock_going_backwards_is_harmless() {
     let mut t = FlowTable::new(2, 1, T);
-    t.insert(tcp(1), V0, 0, 1000, TcpFlags::NONE);
-    t.insert(tcp(2), V0, 0, 5, TcpFlags::NONE);
+    t.insert(tcp(1), V0, 0, 1000, TcpFlags::SYN);
+    t.insert(tcp(2), V0, 0, 5, TcpFlags::SYN);
     // tcp(2) counts as seen at 1000, after tcp(1).
-    t.insert(tcp(3), V0, 0, 6, TcpFlags::NONE);
+    t.insert(tcp(3), V0, 0, 6, TcpFlags::SYN);
     assert_eq!(t.peek(&tcp(1), 0), None);
     assert_eq!(t.peek(&tcp(2), 0).unwrap().last_seen, 1000);
 }
@@ -286,7 +286,14 @@ fn churn_never_grows() {
     }
     assert_eq!(t.index.allocation_size(), index_bytes);
     assert_eq!(t.nodes.len(), cap);
-    assert_eq!(t.active_flows(0) as usize, t.len());
+    // The count is exactly the entries in the counted state (expired ones
+    // included until they are reclaimed).
+    let open = t
+        .index
+        .iter()
+        .filter(|&&i| t.nodes[i as usize].state == FlowState::Open)
+        .count();
+    assert_eq!(t.active_flows(0) as usize, open);
 }
 
 #[test]
@@ -342,7 +349,7 @@ impl Model {
     fn timeout(e: &MEntry) -> u64 {
         match (e.key.protocol == TCP, e.state) {
             (false, _) => MT.udp_idle_ns,
-            (true, FlowState::Open) => MT.tcp_idle_ns,
+            (true, FlowState::Open | FlowState::Joined) => MT.tcp_idle_ns,
             (true, FlowState::Closing) => MT.tcp_closing_ns,
         }
     }
@@ -379,7 +386,7 @@ impl Model {
         let n = self
             .entries
             .iter()
-            .filter(|e| e.slot == slot && !self.stale(e))
+            .filter(|e| e.slot == slot && !self.stale(e) && e.state == FlowState::Open)
             .count();
         u32::try_from(n).unwrap()
     }
@@ -423,10 +430,14 @@ impl Model {
             }
         }
         if self.entries.len() < self.cap {
-            let state = if key.protocol == TCP && f.closes() {
-                FlowState::Closing
-            } else {
+            let state = if key.protocol != TCP {
                 FlowState::Open
+            } else if f.closes() {
+                FlowState::Closing
+            } else if f.0 & TcpFlags::SYN.0 != 0 {
+                FlowState::Open
+            } else {
+                FlowState::Joined
             };
             self.entries.push(MEntry {
                 key,
