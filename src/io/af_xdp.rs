@@ -530,7 +530,7 @@ impl<S: Sys> Engine<S> {
         sys.bind(
             fd.as_fd(),
             &SockaddrXdp {
-                family: sys::AF_XDP as u16,
+                family: sys::AF_XDP_FAMILY,
                 flags,
                 ifindex,
                 queue_id: queue,

@@ -320,7 +320,8 @@ mod tests {
         // SAFETY: `h` outlives the rings (none is built).
         unsafe {
             assert!(ProdRing::<u64>::new(base, len, &OFF, 3).is_none());
-            assert!(ProdRing::<u64>::new(base, len, &OFF, 8).is_none());
+            assert!(ProdRing::<u64>::new(base, len, &OFF, 8).is_some());
+            assert!(ProdRing::<u64>::new(base, len, &OFF, 16).is_none());
             let bad = XdpRingOffset { flags: 2, ..OFF };
             assert!(ConsRing::<u64>::new(base, len, &bad, 4).is_none());
         }

@@ -19,6 +19,8 @@ use std::ptr::NonNull;
 pub(crate) const SOL_XDP: libc::c_int = 283;
 /// `AF_XDP`.
 pub(crate) const AF_XDP: libc::c_int = 44;
+/// `AF_XDP` as `sockaddr_xdp::sxdp_family` spells it.
+pub(crate) const AF_XDP_FAMILY: u16 = 44;
 
 pub(crate) const XDP_MMAP_OFFSETS: libc::c_int = 1;
 pub(crate) const XDP_RX_RING: libc::c_int = 2;
