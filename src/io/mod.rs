@@ -7,6 +7,7 @@
 use crate::dataplane::frame::FrameBuf;
 
 pub mod af_packet;
+pub mod af_xdp;
 pub mod affinity;
 pub mod memory;
 pub mod pcap;
