@@ -1,0 +1,252 @@
+#!/usr/bin/env bash
+# Forwarding benchmark in network namespaces: cutover (AF_PACKET driver, one
+# worker, l2dsr) against the kernel doing the same job (nftables DNAT), on the
+# one-armed topology of scripts/netns.sh (prefix "bn", 3 backends).
+#
+#   sudo scripts/bench-netns.sh [-d SECONDS] [-f FLOWS] [-s SIZE]
+#
+#   -d  seconds of traffic per path (default 10, 4..120)
+#   -f  flows, distinct UDP source ports (default 256)
+#   -s  frame size on the wire, FCS included (default 64)
+#
+# The generator (cutover-pktgen) in bn-client sends UDP to 198.18.0.10:9999
+# via the lb's MAC, pinned to the last core; the LB is pinned to core 0.
+# A counter (cutover-pktgen --count-rx --dst-port 9999) in every backend
+# counts what arrives per second; the table shows the mean over the
+# steady-state seconds (first and last seconds dropped) of the sum over
+# backends. Paths: one function per path (bench_<path>); af_xdp and dpdk
+# print "not measured" until a driver is built. Needs root. Every command
+# and wait is bounded; namespaces and processes are removed on exit.
+set -euo pipefail
+
+P=bn
+NB=3
+DUR=10
+FLOWS=256
+SIZE=64
+VIP=198.18.0.10
+PORT=9999
+LB_MAC=02:99:00:00:00:02
+T=20 # seconds per setup command
+
+while getopts "d:f:s:h" o; do
+	case $o in
+	d) DUR=$OPTARG ;;
+	f) FLOWS=$OPTARG ;;
+	s) SIZE=$OPTARG ;;
+	*) sed -n '2,19p' "$0"; exit 2 ;;
+	esac
+done
+[[ "$DUR" =~ ^[0-9]+$ ]] && ((DUR >= 4 && DUR <= 120)) || { echo "-d: 4..120" >&2; exit 2; }
+[[ "$FLOWS" =~ ^[0-9]+$ ]] && ((FLOWS >= 1 && FLOWS <= 65535)) || { echo "-f: 1..65535" >&2; exit 2; }
+[[ "$SIZE" =~ ^[0-9]+$ ]] || { echo "-s: a number" >&2; exit 2; }
+[[ $(id -u) -eq 0 ]] || { echo "bench-netns.sh: needs root" >&2; exit 1; }
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BIN=$ROOT/target/release
+NCPU=$(nproc)
+LB_CPU=0
+GEN_CPU=$((NCPU - 1))
+WORK=$(mktemp -d /tmp/bench-netns.XXXXXX)
+PIDS=()
+
+log() { echo "bench-netns: $*" >&2; }
+nsx() { local ns=$1; shift; timeout "$T" ip netns exec "$P-$ns" "$@"; }
+
+cleanup() {
+	local pid
+	for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+	for pid in "${PIDS[@]}"; do
+		for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+		kill -KILL "$pid" 2>/dev/null || true
+	done
+	"$ROOT/scripts/netns.sh" down "$P" >/dev/null 2>&1 || true
+	rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# --- build and topology -----------------------------------------------------
+
+log "building release binaries"
+(cd "$ROOT" && timeout 1800 cargo build --release --locked --bins)
+command -v nft >/dev/null || { echo "bench-netns.sh: nft missing (scripts/install-deps.sh installs nftables)" >&2; exit 1; }
+
+log "building topology $P with $NB backends"
+"$ROOT/scripts/netns.sh" up "$P" "$NB" >/dev/null
+for i in $(seq 1 "$NB"); do
+	# No listener on port 9999: do not spend backend CPU on ICMP port
+	# unreachables (and keep them off the wire).
+	nsx "b$i" sysctl -qw net.ipv4.icmp_ratelimit=100000 >/dev/null
+	nsx "b$i" sysctl -qw net.ipv4.icmp_ratemask=0 >/dev/null
+done
+
+# The counters are AF_PACKET sockets: they see whatever reaches a backend's
+# eth0, so the bridge must not flood (it would if it had not learned the
+# backends' MACs yet). A ping from each backend teaches it; checked below.
+learn_macs() {
+	local i
+	for i in $(seq 1 "$NB"); do nsx "b$i" ping -c1 -W1 10.99.0.2 >/dev/null 2>&1 || true; done
+	for i in $(seq 1 "$NB"); do
+		timeout "$T" bridge -n "$P-sw" fdb show br br0 2>/dev/null |
+			grep -qi "$(printf '02:99:00:00:00:%02x' $((10 + i)))" ||
+			{ log "bridge has not learned backend b$i's MAC: counts may include floods"; }
+	done
+}
+
+# --- one measurement ----------------------------------------------------------
+
+# measure NAME: counters in every backend, generator in the client; leaves
+# OFFERED and DELIVERED (packets/s, steady state) and the raw logs in $WORK.
+measure() {
+	local name=$1 i cdur=$((DUR + 3)) pids=() pid
+	learn_macs
+	for i in $(seq 1 "$NB"); do
+		timeout $((cdur + 10)) ip netns exec "$P-b$i" "$BIN/cutover-pktgen" -i eth0 --count-rx \
+			--dst-port "$PORT" --duration "$cdur" >"$WORK/$name.b$i" 2>&1 &
+		pids+=($!)
+	done
+	sleep 1
+	timeout $((DUR + 10)) ip netns exec "$P-client" taskset -c "$GEN_CPU" "$BIN/cutover-pktgen" \
+		-i eth0 --dst-mac "$LB_MAC" --dst-ip "$VIP" --dst-port "$PORT" --flows "$FLOWS" \
+		--size "$SIZE" --duration "$DUR" >"$WORK/$name.gen" 2>&1 || log "$name: generator failed: $(tail -2 "$WORK/$name.gen")"
+	for pid in "${pids[@]}"; do wait "$pid" || log "$name: a counter failed"; done
+	# Offered: generator's per-second lines minus the first and the last.
+	OFFERED=$(awk '/^tx /{v[n++]=$2} END{s=0;c=0;for(i=1;i<n-1;i++){s+=v[i];c++} printf "%.0f", c?s/c:0}' "$WORK/$name.gen")
+	# Delivered: per-second sums over backends. The counters start one second
+	# before the generator; use counter seconds 3..DUR (1-based), i.e. skip
+	# the idle second, the generator's first second and its last.
+	DELIVERED=$(for i in $(seq 1 "$NB"); do awk '/^rx /{print ++n, $2}' "$WORK/$name.b$i"; done |
+		awk -v lo=3 -v hi="$DUR" '$1>=lo && $1<=hi {s[$1]+=$2} END{t=0;c=0;for(k in s){t+=s[k];c++} printf "%.0f", c?t/c:0}')
+	log "$name: offered $OFFERED pps, delivered $DELIVERED pps (per backend: $(for i in $(seq 1 "$NB"); do awk '/^received/{printf "%s ", $2}' "$WORK/$name.b$i"; done)packets)"
+}
+
+# --- paths ------------------------------------------------------------------
+
+declare -A OFF DEL NOTE
+PATHS=()
+
+bench_cutover_af_packet() {
+	local cfg=$WORK/cutover.toml pid i
+	cat >"$cfg" <<EOF
+[dataplane]
+driver = "af_packet"
+interfaces = ["eth0"]
+workers = 1
+forwarding = "l2dsr"
+
+[dataplane.neighbors]
+$(for i in $(seq 1 "$NB"); do printf '"10.99.0.%d" = "02:99:00:00:00:%02x"\n' $((10 + i)) $((10 + i)); done)
+
+[dns]
+listen = []
+
+[metrics]
+listen = "off"
+
+[[vip_pool]]
+name = "vips"
+prefixes = ["198.18.0.0/24"]
+
+[[service]]
+name = "bench"
+pool = "vips"
+ports = ["udp/$PORT", "tcp/80"]
+families = ["ipv4"]
+vips = ["$VIP"]
+backends = [$(for i in $(seq 1 "$NB"); do printf '"10.99.0.%d"%s' $((10 + i)) "$([[ $i -lt $NB ]] && echo ', ')"; done)]
+EOF
+	timeout $((DUR + 120)) ip netns exec "$P-lb" taskset -c "$LB_CPU" "$BIN/cutover" run --config "$cfg" \
+		>"$WORK/cutover.out" 2>&1 &
+	pid=$!
+	PIDS+=("$pid")
+	sleep 2
+	kill -0 "$pid" 2>/dev/null || { log "cutover exited: $(tail -5 "$WORK/cutover.out")"; return 1; }
+	measure cutover
+	kill -TERM "$pid" 2>/dev/null || true
+	for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+	kill -KILL "$pid" 2>/dev/null || true
+	wait "$pid" 2>/dev/null || true
+	OFF[cutover]=$OFFERED DEL[cutover]=$DELIVERED
+	NOTE[cutover]="cutover af_packet (1 worker, core $LB_CPU)"
+}
+
+kernel_setup() {
+	nsx lb sysctl -qw net.ipv4.ip_forward=1
+	for k in all default eth0; do
+		nsx lb sysctl -qw "net.ipv4.conf.$k.send_redirects=0"
+		nsx lb sysctl -qw "net.ipv4.conf.$k.rp_filter=0"
+	done
+	nsx lb nft -f - <<EOF
+flush ruleset
+table ip lb {
+	chain pre {
+		type nat hook prerouting priority -100;
+		ip daddr $VIP udp dport $PORT dnat to numgen inc mod $NB map { $(for i in $(seq 1 "$NB"); do printf '%d : 10.99.0.%d%s' $((i - 1)) $((10 + i)) "$([[ $i -lt $NB ]] && echo ', ')"; done) }
+	}
+}
+EOF
+	# The lb must know the backends' MACs before the flood starts.
+	for i in $(seq 1 "$NB"); do nsx lb ping -c1 -W1 "10.99.0.$((10 + i))" >/dev/null 2>&1 || true; done
+}
+
+kernel_teardown() {
+	nsx lb nft flush ruleset || true
+	nsx lb sysctl -qw net.ipv4.ip_forward=0 || true
+	nsx lb conntrack -F >/dev/null 2>&1 || true
+}
+
+# veth has no NIC queue: the receive side of a veth runs in softirq on the
+# core that sent the frame, so without RPS the lb's kernel forwarding runs
+# on the generator's core.
+bench_kernel_nft() {
+	kernel_setup
+	measure kernel
+	kernel_teardown
+	OFF[kernel]=$OFFERED DEL[kernel]=$DELIVERED
+	NOTE[kernel]="kernel nftables DNAT (softirq on gen core)"
+}
+
+# Same, with RPS on the lb's eth0 steering its receive processing (and so
+# the forwarding) to core LB_CPU: the closest to "one LB core" veth allows.
+bench_kernel_nft_rps() {
+	local f=/sys/class/net/eth0/queues/rx-0/rps_cpus
+	kernel_setup
+	nsx lb sh -c "echo $(printf '%x' $((1 << LB_CPU))) > $f" ||
+		{ log "cannot set RPS in $P-lb"; kernel_teardown; return 1; }
+	measure kernel_rps
+	nsx lb sh -c "echo 0 > $f" || true
+	kernel_teardown
+	OFF[kernel_rps]=$OFFERED DEL[kernel_rps]=$DELIVERED
+	NOTE[kernel_rps]="kernel nftables DNAT (RPS lb eth0 -> core $LB_CPU)"
+}
+
+# Hooks for the other drivers: fill OFF/DEL/NOTE when a driver is built.
+bench_af_xdp() { NOTE[af_xdp]="cutover af_xdp"; OFF[af_xdp]=""; DEL[af_xdp]=""; }
+bench_dpdk() { NOTE[dpdk]="cutover dpdk"; OFF[dpdk]=""; DEL[dpdk]=""; }
+
+for path in cutover_af_packet:cutover kernel_nft:kernel kernel_nft_rps:kernel_rps af_xdp:af_xdp dpdk:dpdk; do
+	fn=${path%%:*} key=${path#*:}
+	log "path $key"
+	if "bench_$fn"; then PATHS+=("$key"); else NOTE[$key]="${NOTE[$key]:-$key}"; OFF[$key]="" DEL[$key]="failed"; PATHS+=("$key"); fi
+done
+
+# --- table ------------------------------------------------------------------
+
+echo
+echo "cutover bench-netns: $(date -u +%FT%TZ), $(nproc) CPUs ($(awk -F': ' '/model name/{print $2; exit}' /proc/cpuinfo)), kernel $(uname -r)"
+echo "${SIZE}-byte UDP, $FLOWS flows, ${DUR} s per path, $NB backends; generator on core $GEN_CPU"
+printf '%-46s %14s %14s %16s\n' PATH "OFFERED pps" "DELIVERED pps" "cutover/this"
+for key in "${PATHS[@]}"; do
+	if [[ -z "${DEL[$key]}" ]]; then
+		printf '%-46s %s\n' "${NOTE[$key]}" "not measured (driver not built)"
+	elif [[ "${DEL[$key]}" == failed ]]; then
+		printf '%-46s %s\n' "${NOTE[$key]}" "failed (see log above)"
+	else
+		ratio=-
+		if [[ $key != cutover && -n "${DEL[cutover]:-}" && "${DEL[cutover]}" != failed && "${DEL[$key]}" -gt 0 ]]; then
+			ratio=$(awk -v a="${DEL[cutover]}" -v b="${DEL[$key]}" 'BEGIN{printf "%.2f", a/b}')
+		fi
+		printf '%-46s %14s %14s %16s\n' "${NOTE[$key]}" "${OFF[$key]}" "${DEL[$key]}" "$ratio"
+	fi
+done
