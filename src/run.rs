@@ -17,7 +17,9 @@ use crate::dataplane::pipeline::{Pipeline, PipelineOptions};
 use crate::dataplane::stats::{DropReason, WorkerStats};
 use crate::dataplane::worker::{self, IdleMode};
 use crate::io::af_packet::{AfPacketOptions, AfPacketPort};
+use crate::io::af_xdp::{AfXdpOptions, AfXdpPort, VipFilter};
 use crate::io::affinity;
+use crate::io::Port;
 use crate::replay;
 use crate::snapshot::SnapshotCell;
 use crate::telemetry::metrics::{Collector, ControlCounts};
@@ -34,7 +36,7 @@ const TICK_PERIOD: Duration = Duration::from_secs(1);
 /// Why the appliance could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    #[error("driver {0:?} is not available in this build yet; use af_packet")]
+    #[error("driver {0:?} is not available in this build yet; use af_packet or af_xdp")]
     DriverUnavailable(Driver),
     #[error("driver pcap reads capture files: use `cutover replay`")]
     PcapDriver,
@@ -44,6 +46,12 @@ pub enum RunError {
     Port {
         ifname: String,
         source: crate::io::af_packet::AfPacketError,
+    },
+    #[error("interface {ifname} queue {queue}: {source}")]
+    XdpPort {
+        ifname: String,
+        queue: u32,
+        source: crate::io::af_xdp::AfXdpError,
     },
     #[error(transparent)]
     Control(#[from] crate::control::plane::ControlError),
@@ -63,7 +71,7 @@ pub enum RunError {
 /// reloads the configuration from `config_path`.
 pub fn run(cfg: &Config, config_path: &Path, stop: Arc<AtomicBool>) -> Result<(), RunError> {
     match cfg.dataplane.driver {
-        Driver::AfPacket => {}
+        Driver::AfPacket | Driver::AfXdp => {}
         Driver::Pcap => return Err(RunError::PcapDriver),
         other => return Err(RunError::DriverUnavailable(other)),
     }
@@ -86,7 +94,7 @@ pub fn run(cfg: &Config, config_path: &Path, stop: Arc<AtomicBool>) -> Result<()
         stats.clone(),
         epoch,
     )?);
-    let handles = start_workers(cfg, plane.cell(), &stats, epoch, &stop)?;
+    let handles = start_workers(cfg, &plane, &stats, epoch, &stop)?;
     let mut services = Services::default();
     let started = start_services(cfg, &plane, &stop, &mut services);
     if let Err(e) = started {
@@ -192,7 +200,7 @@ fn run_control_loop(plane: &ControlPlane, stop: &AtomicBool, reload: &AtomicBool
 /// interface's ports in one fanout group) and starts the worker threads.
 fn start_workers(
     cfg: &Config,
-    cell: &Arc<SnapshotCell>,
+    plane: &ControlPlane,
     stats: &[Arc<WorkerStats>],
     epoch: Instant,
     stop: &Arc<AtomicBool>,
@@ -200,49 +208,92 @@ fn start_workers(
     let ifaces = &cfg.dataplane.interfaces;
     let workers = stats.len();
     let mut handles = Vec::with_capacity(workers);
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut filters: Vec<Arc<VipFilter>> = Vec::new();
     for w in 0..workers {
         let ifname = &ifaces[w % ifaces.len()];
-        let group = fanout_group(w % ifaces.len());
-        let opts = AfPacketOptions {
-            fanout_group: Some(group),
-            // Fragments are placed by their 3-tuple hash in the pipeline,
-            // so the kernel need not reassemble them (which would also drop
-            // datagrams larger than a buffer).
-            fanout_defrag: false,
-            ..AfPacketOptions::default()
-        };
-        let port = AfPacketPort::open(ifname, &opts).map_err(|source| RunError::Port {
-            ifname: ifname.clone(),
-            source,
-        })?;
-        let mut pipe = Pipeline::new(
-            PipelineOptions {
-                flow_table_size: cfg.dataplane.flow_table_size,
-                timeouts: replay::timeouts(cfg),
-                burst: BURST,
-            },
-            Arc::clone(&stats[w]),
-        );
-        let cell = Arc::clone(cell);
-        let stop = Arc::clone(stop);
-        let core = w % cores;
-        let h = std::thread::Builder::new()
-            .name(format!("cutover-w{w}"))
-            .spawn(move || {
-                if let Err(e) = affinity::pin_current_thread(core) {
-                    tracing::warn!(worker = w, core, error = %e, "could not pin worker");
+        let h = match cfg.dataplane.driver {
+            Driver::AfXdp => {
+                // One queue per worker: workers of one interface take its
+                // queues 0, 1, ... in order.
+                let queue = u32::try_from(w / ifaces.len()).unwrap_or(u32::MAX);
+                let port =
+                    AfXdpPort::open(ifname, queue, &AfXdpOptions::default()).map_err(|source| {
+                        RunError::XdpPort {
+                            ifname: ifname.clone(),
+                            queue,
+                            source,
+                        }
+                    })?;
+                if !filters.iter().any(|f| Arc::ptr_eq(f, port.vip_filter())) {
+                    filters.push(Arc::clone(port.vip_filter()));
                 }
-                let idle = IdleMode::Adaptive {
-                    max_sleep: Duration::from_micros(500),
+                spawn_worker(cfg, port, w, plane.cell(), &stats[w], epoch, stop)?
+            }
+            _ => {
+                let opts = AfPacketOptions {
+                    fanout_group: Some(fanout_group(w % ifaces.len())),
+                    // Fragments are placed by their 3-tuple hash in the
+                    // pipeline, so the kernel need not reassemble them
+                    // (which would also drop datagrams larger than a buffer).
+                    fanout_defrag: false,
+                    ..AfPacketOptions::default()
                 };
-                let port = worker::run(port, &cell, &mut pipe, &stop, BURST, idle, epoch);
-                drop(port);
-            })
-            .map_err(RunError::Thread)?;
+                let port = AfPacketPort::open(ifname, &opts).map_err(|source| RunError::Port {
+                    ifname: ifname.clone(),
+                    source,
+                })?;
+                spawn_worker(cfg, port, w, plane.cell(), &stats[w], epoch, stop)?
+            }
+        };
         handles.push(h);
     }
+    if !filters.is_empty() {
+        plane.set_vip_hook(Box::new(move |vips| {
+            for f in &filters {
+                if let Err(e) = f.set_vips(vips) {
+                    tracing::error!(ifname = f.ifname(), error = %e, "XDP VIP map update failed");
+                }
+            }
+        }));
+    }
     Ok(handles)
+}
+
+/// Starts worker `w` on `port`, pinned to a core.
+fn spawn_worker<P: Port + Send + 'static>(
+    cfg: &Config,
+    port: P,
+    w: usize,
+    cell: &Arc<SnapshotCell>,
+    stats: &Arc<WorkerStats>,
+    epoch: Instant,
+    stop: &Arc<AtomicBool>,
+) -> Result<JoinHandle<()>, RunError> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut pipe = Pipeline::new(
+        PipelineOptions {
+            flow_table_size: cfg.dataplane.flow_table_size,
+            timeouts: replay::timeouts(cfg),
+            burst: BURST,
+        },
+        Arc::clone(stats),
+    );
+    let cell = Arc::clone(cell);
+    let stop = Arc::clone(stop);
+    let core = w % cores;
+    std::thread::Builder::new()
+        .name(format!("cutover-w{w}"))
+        .spawn(move || {
+            if let Err(e) = affinity::pin_current_thread(core) {
+                tracing::warn!(worker = w, core, error = %e, "could not pin worker");
+            }
+            let idle = IdleMode::Adaptive {
+                max_sleep: Duration::from_micros(500),
+            };
+            let port = worker::run(port, &cell, &mut pipe, &stop, BURST, idle, epoch);
+            drop(port);
+        })
+        .map_err(RunError::Thread)
 }
 
 /// A fanout group id unique to this process and interface.

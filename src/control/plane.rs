@@ -76,9 +76,14 @@ struct Inner {
     kernel_neighbors: HashMap<IpAddr, [u8; 6]>,
 }
 
+/// Something outside the snapshot that must know every live VIP before
+/// packets to it can reach the workers (the AF_XDP redirect map).
+pub type VipHook = Box<dyn Fn(&[IpAddr]) + Send + Sync>;
+
 /// The control plane of one running appliance.
 pub struct ControlPlane {
     inner: Mutex<Inner>,
+    vip_hook: std::sync::OnceLock<VipHook>,
     cell: Arc<SnapshotCell>,
     workers: Vec<Arc<WorkerStats>>,
     epoch: Instant,
@@ -126,6 +131,7 @@ impl ControlPlane {
                 kernel_neighbors: kernel,
             }),
             cell: Arc::new(SnapshotCell::new(first)),
+            vip_hook: std::sync::OnceLock::new(),
             workers,
             epoch,
             config_path: config_path.to_path_buf(),
@@ -135,6 +141,36 @@ impl ControlPlane {
     /// The cell the workers and the DNS server read.
     pub fn cell(&self) -> &Arc<SnapshotCell> {
         &self.cell
+    }
+
+    /// Installs the hook told about the live VIPs, and tells it the current
+    /// ones. Before a publish it gets the old and the new VIPs together, so
+    /// a new VIP reaches the workers before DNS can name it; after the
+    /// publish it gets the new set alone. Only the first call installs.
+    pub fn set_vip_hook(&self, hook: VipHook) {
+        let _ = self.vip_hook.set(hook);
+        let _guard = self.lock();
+        if let Some(h) = self.vip_hook.get() {
+            h(&vips_of(&self.cell.load_full()));
+        }
+    }
+
+    /// Publishes `snap`, keeping the VIP hook ahead of DNS. Called with
+    /// the lock held, so publishes are ordered.
+    fn publish(&self, snap: Snapshot) {
+        match self.vip_hook.get() {
+            None => self.cell.publish(snap),
+            Some(hook) => {
+                let new = vips_of(&snap);
+                let mut both = vips_of(&self.cell.load_full());
+                both.extend(new.iter().copied());
+                both.sort();
+                both.dedup();
+                hook(&both);
+                self.cell.publish(snap);
+                hook(&new);
+            }
+        }
     }
 
     /// The per-worker counters.
@@ -253,7 +289,7 @@ impl ControlPlane {
                 Ok(Some(next)) => {
                     inner.generation = next.generation;
                     tracing::info!(generation = next.generation, "next hops changed");
-                    self.cell.publish(next);
+                    self.publish(next);
                 }
                 Ok(None) => {}
                 Err(e) => tracing::warn!(error = %e, "next-hop refresh failed"),
@@ -285,11 +321,22 @@ impl ControlPlane {
             state::save(path, &next.persisted(SystemTime::now()))?;
         }
         inner.generation = snap.generation;
-        self.cell.publish(snap);
+        self.publish(snap);
         inner.manager = next;
         inner.cfg = cfg;
         Ok(out)
     }
+}
+
+/// Every VIP of every version in `snap`.
+fn vips_of(snap: &Snapshot) -> Vec<IpAddr> {
+    let mut v: Vec<IpAddr> = snap
+        .versions()
+        .flat_map(|v| v.vips.iter().copied())
+        .collect();
+    v.sort();
+    v.dedup();
+    v
 }
 
 /// `snap` with next hops filled in from the static table and the kernel's.

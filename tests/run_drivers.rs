@@ -1,4 +1,4 @@
-//! `cutover run` on AF_PACKET, end to end in network namespaces: a client,
+//! `cutover run` on AF_PACKET and AF_XDP, end to end in network namespaces: a client,
 //! the load balancer and three backends on one segment; real kernel TCP on
 //! both ends. Every connection must succeed, keep its backend for its whole
 //! life, and the backends must share the connections.
@@ -31,7 +31,7 @@ fn skip() -> bool {
     true
 }
 
-fn config(topo: &Topology, forwarding: &str, workers: usize) -> String {
+fn config(topo: &Topology, driver: &str, forwarding: &str, workers: usize) -> String {
     let backends: Vec<String> = topo
         .backends
         .iter()
@@ -40,7 +40,7 @@ fn config(topo: &Topology, forwarding: &str, workers: usize) -> String {
     format!(
         r#"
 [dataplane]
-driver = "af_packet"
+driver = "{driver}"
 interfaces = ["eth0"]
 workers = {workers}
 forwarding = "{forwarding}"
@@ -160,11 +160,13 @@ fn stop(mut cutover: KillOnDrop, log: &Path) {
     );
 }
 
-fn run_case(prefix: &str, forwarding: &str) {
+fn run_case(prefix: &str, driver: &str, forwarding: &str) {
     let topo = Topology::build(prefix, 3).expect("topology");
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg_path = dir.path().join("cutover.toml");
-    std::fs::write(&cfg_path, config(&topo, forwarding, 2)).expect("write config");
+    // The topology's veths have one queue: AF_XDP runs one worker on it.
+    let workers = if driver == "af_xdp" { 1 } else { 2 };
+    std::fs::write(&cfg_path, config(&topo, driver, forwarding, workers)).expect("write config");
     let log = dir.path().join("cutover.log");
     let _servers = start_backends(&topo);
     // ipip: the backends' kernels have no IPIP support here; a user-space
@@ -307,7 +309,7 @@ fn l2dsr_serves_200_tcp_connections_on_af_packet() {
     if skip() {
         return;
     }
-    run_case("rap1", "l2dsr");
+    run_case("rap1", "af_packet", "l2dsr");
 }
 
 #[test]
@@ -315,5 +317,21 @@ fn ipip_serves_200_tcp_connections_on_af_packet() {
     if skip() {
         return;
     }
-    run_case("rap2", "ipip");
+    run_case("rap2", "af_packet", "ipip");
+}
+
+#[test]
+fn af_xdp_l2dsr_serves_200_tcp_connections() {
+    if skip() {
+        return;
+    }
+    run_case("rax1", "af_xdp", "l2dsr");
+}
+
+#[test]
+fn af_xdp_ipip_serves_200_tcp_connections() {
+    if skip() {
+        return;
+    }
+    run_case("rax2", "af_xdp", "ipip");
 }
