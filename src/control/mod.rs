@@ -3,6 +3,7 @@
 
 pub mod bootstrap;
 pub mod config;
+pub mod health;
 pub mod neighbors;
 pub mod plane;
 pub mod pool;
