@@ -12,6 +12,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::control::config::{Config, Driver};
+use crate::control::health::{self, HealthChecker};
 use crate::control::plane::ControlPlane;
 use crate::dataplane::pipeline::{Pipeline, PipelineOptions};
 use crate::dataplane::stats::{DropReason, WorkerStats};
@@ -114,7 +115,7 @@ pub fn run(cfg: &Config, config_path: &Path, stop: Arc<AtomicBool>) -> Result<()
             "serving"
         );
     }
-    run_control_loop(&plane, &stop, &reload);
+    run_control_loop(&plane, &stop, &reload, services.health.as_ref());
     tracing::info!("stopping: finishing the bursts in flight");
     for h in handles {
         let _ = h.join();
@@ -133,12 +134,16 @@ pub fn run(cfg: &Config, config_path: &Path, stop: Arc<AtomicBool>) -> Result<()
 /// What runs beside the workers: DNS, the metrics collector.
 #[derive(Default)]
 struct Services {
+    health: Option<HealthChecker>,
     dns: Option<crate::dns::DnsServer>,
     collector: Option<JoinHandle<()>>,
 }
 
 impl Services {
     fn shutdown(self) {
+        if let Some(h) = self.health {
+            h.shutdown();
+        }
         if let Some(d) = self.dns {
             d.shutdown();
         }
@@ -180,13 +185,23 @@ fn start_services(
 
 /// The control plane's periodic work (drain rule, next hops) and SIGHUP
 /// reloads, until `stop` is set.
-fn run_control_loop(plane: &ControlPlane, stop: &AtomicBool, reload: &AtomicBool) {
+fn run_control_loop(
+    plane: &ControlPlane,
+    stop: &AtomicBool,
+    reload: &AtomicBool,
+    health: Option<&HealthChecker>,
+) {
     let mut last_tick = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(50));
         if reload.swap(false, Ordering::Relaxed) {
-            if let Err(e) = plane.reload() {
-                tracing::error!(error = %e, "reload refused; the running state is kept");
+            match plane.reload() {
+                Ok(_) => {
+                    if let Some(h) = health {
+                        h.update_services(health::services_from(&plane.config()));
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "reload refused; the running state is kept"),
             }
         }
         if last_tick.elapsed() >= TICK_PERIOD {

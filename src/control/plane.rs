@@ -173,6 +173,11 @@ impl ControlPlane {
         }
     }
 
+    /// The configuration in force (the last one loaded successfully).
+    pub fn config(&self) -> Config {
+        self.lock().cfg.clone()
+    }
+
     /// The per-worker counters.
     pub fn workers(&self) -> &[Arc<WorkerStats>] {
         &self.workers
