@@ -53,6 +53,8 @@ pub enum RunError {
     Dns(crate::dns::DnsError),
     #[error(transparent)]
     Telemetry(crate::telemetry::metrics::TelemetryError),
+    #[error(transparent)]
+    Api(crate::control::api::ApiError),
     #[error("signal handler: {0}")]
     Signal(std::io::Error),
     #[error("worker thread: {0}")]
@@ -122,15 +124,20 @@ pub fn run(cfg: &Config, config_path: &Path, stop: Arc<AtomicBool>) -> Result<()
     Ok(())
 }
 
-/// What runs beside the workers: DNS, the metrics collector.
+/// What runs beside the workers: DNS, the metrics collector, the admin API.
 #[derive(Default)]
 struct Services {
     dns: Option<crate::dns::DnsServer>,
     collector: Option<JoinHandle<()>>,
+    api: Option<crate::control::api::ApiServer>,
 }
 
 impl Services {
     fn shutdown(self) {
+        // First, so that no change is accepted while the rest stops.
+        if let Some(a) = self.api {
+            a.shutdown();
+        }
         if let Some(d) = self.dns {
             d.shutdown();
         }
@@ -140,7 +147,7 @@ impl Services {
     }
 }
 
-/// Starts DNS and metrics. DNS names a version only once the snapshot that
+/// Starts DNS, metrics and the admin API. DNS names a version only once the snapshot that
 /// carries it is the one the workers read: both read the same cell.
 fn start_services(
     cfg: &Config,
@@ -167,6 +174,8 @@ fn start_services(
                 .map_err(RunError::Telemetry)?,
         );
     }
+    let api = crate::control::api::serve(&cfg.admin, Arc::clone(plane)).map_err(RunError::Api)?;
+    out.api = Some(api);
     Ok(())
 }
 
