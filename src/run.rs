@@ -147,8 +147,9 @@ impl Services {
     }
 }
 
-/// Starts DNS, metrics and the admin API. DNS names a version only once the snapshot that
-/// carries it is the one the workers read: both read the same cell.
+/// Starts DNS, metrics and the admin API. DNS names a version only once the
+/// snapshot that carries it is the one the workers read: both read the same
+/// cell.
 fn start_services(
     cfg: &Config,
     plane: &Arc<ControlPlane>,
