@@ -1,5 +1,8 @@
 //! The `cutover` command line (SPEC §3): parsing and dispatch only.
 
+mod cli;
+
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -51,6 +54,66 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Show services, versions, VIPs, states, backends and active flows.
+    Status {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// Print the admin API's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create a new version of SERVICE with these backends behind a new
+    /// VIP; the current version drains.
+    Rollout {
+        service: String,
+        /// The new version's backends, comma-separated or repeated.
+        #[arg(
+            long,
+            required = true,
+            value_delimiter = ',',
+            value_name = "ADDR[,ADDR...]"
+        )]
+        backends: Vec<IpAddr>,
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// Print the new version as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make the newest draining version of SERVICE active again.
+    Rollback {
+        service: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// Print the version as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-read the running appliance's configuration file and apply it.
+    Reload {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// Print the reload report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// How to reach the admin API of a running appliance.
+#[derive(clap::Args)]
+struct AdminArgs {
+    /// The admin API: http://HOST:PORT or unix:/PATH.
+    #[arg(long, value_name = "URL", default_value = cli::DEFAULT_ADMIN)]
+    admin: String,
+    /// A file holding the bearer token (default: $CUTOVER_TOKEN, if set).
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+}
+
+impl AdminArgs {
+    fn client(&self) -> Result<cli::Client, cli::CliError> {
+        cli::Client::new(&self.admin, self.token_file.as_deref())
+    }
 }
 
 fn main() -> ExitCode {
@@ -104,6 +167,34 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 print!("{}", report.to_table());
             }
+            Ok(())
+        }
+        Command::Status { admin, json } => {
+            print!("{}", cli::status(&admin.client()?, json)?);
+            Ok(())
+        }
+        Command::Rollout {
+            service,
+            backends,
+            admin,
+            json,
+        } => {
+            print!(
+                "{}",
+                cli::rollout(&admin.client()?, &service, &backends, json)?
+            );
+            Ok(())
+        }
+        Command::Rollback {
+            service,
+            admin,
+            json,
+        } => {
+            print!("{}", cli::rollback(&admin.client()?, &service, json)?);
+            Ok(())
+        }
+        Command::Reload { admin, json } => {
+            print!("{}", cli::reload(&admin.client()?, json)?);
             Ok(())
         }
     }

@@ -62,6 +62,8 @@ pub enum RunError {
     Dns(crate::dns::DnsError),
     #[error(transparent)]
     Telemetry(crate::telemetry::metrics::TelemetryError),
+    #[error(transparent)]
+    Api(crate::control::api::ApiError),
     #[error("signal handler: {0}")]
     Signal(std::io::Error),
     #[error("worker thread: {0}")]
@@ -131,16 +133,21 @@ pub fn run(cfg: &Config, config_path: &Path, stop: Arc<AtomicBool>) -> Result<()
     Ok(())
 }
 
-/// What runs beside the workers: DNS, the metrics collector.
+/// What runs beside the workers: DNS, the metrics collector, the admin API.
 #[derive(Default)]
 struct Services {
     health: Option<HealthChecker>,
     dns: Option<crate::dns::DnsServer>,
     collector: Option<JoinHandle<()>>,
+    api: Option<crate::control::api::ApiServer>,
 }
 
 impl Services {
     fn shutdown(self) {
+        // First, so that no change is accepted while the rest stops.
+        if let Some(a) = self.api {
+            a.shutdown();
+        }
         if let Some(h) = self.health {
             h.shutdown();
         }
@@ -153,8 +160,9 @@ impl Services {
     }
 }
 
-/// Starts DNS and metrics. DNS names a version only once the snapshot that
-/// carries it is the one the workers read: both read the same cell.
+/// Starts DNS, metrics and the admin API. DNS names a version only once the
+/// snapshot that carries it is the one the workers read: both read the same
+/// cell.
 fn start_services(
     cfg: &Config,
     plane: &Arc<ControlPlane>,
@@ -180,6 +188,16 @@ fn start_services(
                 .map_err(RunError::Telemetry)?,
         );
     }
+    out.health = Some(
+        HealthChecker::spawn(
+            Arc::clone(plane),
+            health::services_from(cfg),
+            Arc::clone(stop),
+        )
+        .map_err(RunError::Thread)?,
+    );
+    let api = crate::control::api::serve(&cfg.admin, Arc::clone(plane)).map_err(RunError::Api)?;
+    out.api = Some(api);
     Ok(())
 }
 

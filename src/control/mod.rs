@@ -1,6 +1,7 @@
 //! The control plane: configuration, versions and VIP pools, and the
 //! snapshots it publishes to the data plane. Nothing here runs per packet.
 
+pub mod api;
 pub mod bootstrap;
 pub mod config;
 pub mod health;
