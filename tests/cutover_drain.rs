@@ -40,7 +40,7 @@ struct Lb {
     topo: Topology,
     dir: tempfile::TempDir,
     cutover: Option<KillOnDrop>,
-    _servers: Vec<NameServer>,
+    servers: Vec<Option<NameServer>>,
     flow_table_size: usize,
 }
 
@@ -91,6 +91,13 @@ backends = [{list}]
 drain_grace = "{GRACE}s"
 drain_quiet = "{QUIET}s"
 drain_timeout = "120s"
+
+[service.health]
+port = 80
+interval = "200ms"
+timeout = "200ms"
+rise = 2
+fall = 2
 "#,
             fts = self.flow_table_size,
             lb = self.topo.lb.ipv4,
@@ -131,6 +138,20 @@ drain_timeout = "120s"
             .status()
             .expect("kill");
         assert!(ok.success());
+    }
+
+    /// Runs the `cutover` CLI in the lb namespace (the admin API listens on
+    /// its loopback) and returns stdout, failing on a non-zero exit.
+    fn cli(&self, args: &[&str]) -> String {
+        let out =
+            netns::run_in(&self.topo.lb.ns, env!("CARGO_BIN_EXE_cutover"), args).expect("cli");
+        assert!(
+            out.status.success(),
+            "cutover {args:?}: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     fn log(&self) -> String {
@@ -234,14 +255,14 @@ fn setup(prefix: &str, flow_table_size: usize) -> Lb {
             let l = in_netns(&b.ns, || TcpListener::bind("0.0.0.0:80"))
                 .expect("backend namespace")
                 .expect("bind");
-            serve_name(&format!("b{}", i + 1), vec![l]).expect("serve")
+            Some(serve_name(&format!("b{}", i + 1), vec![l]).expect("serve"))
         })
         .collect();
     let mut lb = Lb {
         topo,
         dir: tempfile::tempdir().expect("tempdir"),
         cutover: None,
-        _servers: servers,
+        servers,
         flow_table_size,
     };
     lb.write_config(3);
@@ -443,4 +464,93 @@ fn kill_9_during_the_drain_then_restart_keeps_old_connections() {
     }
     exchange(&mut old, "after the restart");
     close_and_expect_release(&lb, old);
+}
+
+#[test]
+fn rollback_during_the_drain_and_a_failed_backend() {
+    if skip() {
+        return;
+    }
+    let mut lb = setup("drn4", 1 << 16);
+    let mut old = open(&lb, V1_VIP, 30);
+    exchange(&mut old, "before the rollout");
+
+    // Rollout through the admin API (the CLI), then rollback: DNS follows
+    // both, and v1's connections never notice.
+    let list: Vec<String> = lb
+        .topo
+        .backends
+        .iter()
+        .map(|b| b.ipv4.to_string())
+        .collect();
+    let out = lb.cli(&["rollout", "web", "--backends", &list.join(",")]);
+    assert!(out.contains("version 2"), "{out}");
+    let v2_vip = lb.wait_dns(|a| a != V1_VIP, "v2's VIP after the rollout");
+    assert!(out.contains(&v2_vip), "rollout prints the new VIP: {out}");
+    exchange(&mut old, "after the rollout");
+    let mut on_v2 = open(&lb, &v2_vip, 10);
+
+    let out = lb.cli(&["rollback", "web"]);
+    assert!(out.contains('1'), "{out}");
+    lb.wait_dns(|a| a == V1_VIP, "v1's VIP again after the rollback");
+    exchange(&mut old, "after the rollback");
+    exchange(&mut on_v2, "v2's connections while v2 drains");
+    let status = lb.cli(&["status", "--json"]);
+    let json: serde_json::Value = serde_json::from_str(&status).expect("status json");
+    let states: Vec<(u64, String)> = json[0]["versions"]
+        .as_array()
+        .expect("versions")
+        .iter()
+        .map(|v| {
+            (
+                v["id"].as_u64().unwrap_or(0),
+                v["state"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    assert!(states.contains(&(1, "active".into())), "{states:?}");
+    assert!(states.contains(&(2, "draining".into())), "{states:?}");
+
+    // A backend dies: within fall x interval (+ slack) it gets no new flow.
+    drop(on_v2);
+    lb.servers[1] = None;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let s = lb.cli(&["status", "--json"]);
+        let json: serde_json::Value = serde_json::from_str(&s).expect("status json");
+        let down = json[0]["versions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|v| {
+                v["id"] == 1
+                    && v["backends"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .any(|b| b["addr"] == "10.99.0.12" && b["healthy"] == false)
+            });
+        if down {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "b2 never marked unhealthy: {s}\n{}",
+            lb.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let fresh = open(&lb, V1_VIP, 60);
+    let share = backends_of(&fresh);
+    assert!(
+        !share.contains_key("b2"),
+        "a dead backend got new flows: {share:?}"
+    );
+    assert!(
+        share.len() == 2,
+        "the others share the new flows: {share:?}"
+    );
+    // Connections to the healthy backends kept theirs.
+    let mut alive: Vec<Conn> = old.into_iter().filter(|c| c.backend != "b2").collect();
+    exchange(&mut alive, "after b2 died");
 }
