@@ -75,10 +75,14 @@ fn start_backends(topo: &Topology) -> Vec<NameServer> {
         .iter()
         .enumerate()
         .map(|(i, b)| {
-            let listeners = in_netns(&b.ns, || -> std::io::Result<Vec<TcpListener>> {
+            // The VIPs for clients, the backend's own address for cutover's
+            // health checks (TCP connect to the first service port).
+            let own = IpAddr::V4(b.ipv4);
+            let listeners = in_netns(&b.ns, move || -> std::io::Result<Vec<TcpListener>> {
                 Ok(vec![
                     TcpListener::bind((VIP4.parse::<IpAddr>().unwrap(), 80))?,
                     TcpListener::bind((VIP6.parse::<IpAddr>().unwrap(), 80))?,
+                    TcpListener::bind((own, 80))?,
                 ])
             })
             .expect("enter backend namespace")

@@ -68,13 +68,20 @@ pub fn maglev_key(addr: &IpAddr) -> Vec<u8> {
     }
 }
 
-/// Builds the Maglev table of a backend list, skipping unhealthy backends.
+/// Builds the Maglev table of a backend list, skipping unhealthy backends
+/// unless all of them are.
 pub fn build_maglev(
     table_size: usize,
     backends: &[Backend],
 ) -> Result<MaglevTable, maglev::MaglevError> {
     let keys: Vec<Vec<u8>> = backends.iter().map(|b| maglev_key(&b.addr)).collect();
-    let enabled: Vec<bool> = backends.iter().map(|b| b.healthy).collect();
+    let mut enabled: Vec<bool> = backends.iter().map(|b| b.healthy).collect();
+    // Fail open: when every backend fails its check, the check is more
+    // likely wrong than every backend dead, and dropping all traffic is
+    // the worse error. The version then spreads over all its backends.
+    if !enabled.contains(&true) {
+        enabled.iter_mut().for_each(|e| *e = true);
+    }
     MaglevTable::build(table_size, &keys, &enabled)
 }
 
@@ -156,4 +163,32 @@ pub fn initial_snapshot(cfg: &Config) -> Result<Snapshot, BootstrapError> {
         service_entries(cfg),
         versions,
     )?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn backend(last: u8, healthy: bool) -> Backend {
+        Backend {
+            addr: IpAddr::from([10, 0, 1, last]),
+            next_hop: None,
+            healthy,
+        }
+    }
+
+    #[test]
+    fn maglev_skips_unhealthy_backends_but_fails_open_when_all_are() {
+        let some = build_maglev(
+            251,
+            &[backend(1, true), backend(2, false), backend(3, true)],
+        )
+        .unwrap();
+        let d = some.distribution();
+        assert_eq!(d[1], 0);
+        assert!(d[0] > 0 && d[2] > 0);
+        let none = build_maglev(251, &[backend(1, false), backend(2, false)]).unwrap();
+        let d = none.distribution();
+        assert!(d.iter().all(|n| *n > 0), "all backends serve: {d:?}");
+    }
 }
