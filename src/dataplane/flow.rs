@@ -17,7 +17,6 @@
 //! the evicted flow the same backend again; it only loses the stickiness
 //! that protects flows of an unhealthy backend.
 
-
 use ahash::RandomState;
 use hashbrown::HashTable;
 
