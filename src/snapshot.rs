@@ -16,6 +16,7 @@ use arc_swap::ArcSwap;
 
 use crate::control::config::{Forwarding, PortSpec, Protocol};
 use crate::dataplane::maglev::MaglevTable;
+use crate::dataplane::rewrite::EncapTemplate;
 
 /// Upper bound on live versions: per-worker counters are preallocated for
 /// this many slots so that nothing is resized on the fast path.
@@ -129,11 +130,24 @@ pub struct Snapshot {
     pub settings: DataplaneSettings,
     pub services: Vec<ServiceEntry>,
     /// Indexed by slot; `None` for a free slot.
-    versions: Vec<Option<VersionEntry>>,
+    versions: Vec<Option<LiveVersion>>,
     /// VIP (as [`vip_key`]) → slot of the version holding it. One VIP
     /// belongs to one version (the pools guarantee it), so the port is
     /// checked after the lookup.
     vips: hashbrown::HashMap<u128, u32, BuildHasherDefault<VipHasher>>,
+}
+
+/// A published version with what the data plane derives from it once, at
+/// build time, instead of per packet.
+#[derive(Debug, Clone)]
+struct LiveVersion {
+    version: VersionEntry,
+    /// One per backend, in `version.backends` order: the backend's outer
+    /// IP-in-IP header with its constant fields and their checksum folded
+    /// in (Katran's trick). `None` where the backend has no next hop or no
+    /// encapsulation source of its family: such packets take the general
+    /// path, which drops them with the right reason.
+    encap: Box<[Option<EncapTemplate>]>,
 }
 
 /// The key of a VIP in the service table: the address as IPv6, IPv4
@@ -207,7 +221,7 @@ impl Snapshot {
             .map(|v| v.slot)
             .max()
             .map_or(0, |s| s as usize + 1);
-        let mut slots: Vec<Option<VersionEntry>> = vec![None; max_slot];
+        let mut slots: Vec<Option<LiveVersion>> = vec![None; max_slot];
         let mut vips = hashbrown::HashMap::with_hasher(BuildHasherDefault::default());
         for v in versions {
             let idx = v.slot as usize;
@@ -231,7 +245,12 @@ impl Snapshot {
                     return Err(SnapshotError::VipTaken(*vip));
                 }
             }
-            slots[idx] = Some(v);
+            let encap = v
+                .backends
+                .iter()
+                .map(|b| EncapTemplate::new(b, &settings))
+                .collect();
+            slots[idx] = Some(LiveVersion { version: v, encap });
         }
         Ok(Snapshot {
             generation,
@@ -263,6 +282,21 @@ impl Snapshot {
     /// probe, the data plane's lookup.
     #[inline]
     pub fn version_for_key(&self, key: u128) -> Option<&VersionEntry> {
+        self.live_for_key(key).map(|l| &l.version)
+    }
+
+    /// The version holding the VIP `key` and its backends' encapsulation
+    /// templates (indexed like `backends`): the pipeline's lookup.
+    #[inline]
+    pub(crate) fn version_and_encap(
+        &self,
+        key: u128,
+    ) -> Option<(&VersionEntry, &[Option<EncapTemplate>])> {
+        self.live_for_key(key).map(|l| (&l.version, &*l.encap))
+    }
+
+    #[inline]
+    fn live_for_key(&self, key: u128) -> Option<&LiveVersion> {
         let slot = *self.vips.get(&key)?;
         self.versions.get(slot as usize)?.as_ref()
     }
@@ -270,12 +304,12 @@ impl Snapshot {
     /// The version in `slot`.
     #[inline]
     pub fn version(&self, slot: u32) -> Option<&VersionEntry> {
-        self.versions.get(slot as usize)?.as_ref()
+        Some(&self.versions.get(slot as usize)?.as_ref()?.version)
     }
 
     /// All live versions, in slot order.
     pub fn versions(&self) -> impl Iterator<Item = &VersionEntry> {
-        self.versions.iter().flatten()
+        self.versions.iter().flatten().map(|l| &l.version)
     }
 
     /// The service a version belongs to.

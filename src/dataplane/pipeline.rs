@@ -17,7 +17,6 @@ use crate::dataplane::rewrite;
 use crate::dataplane::stats::{DropReason, WorkerStats};
 use crate::snapshot::{Snapshot, VersionEntry, MAX_VERSIONS};
 use crate::wire::ethernet::{self, EtherType};
-use crate::wire::ip::IpProtocol;
 use crate::wire::{ipv4, ipv6, tcp, udp};
 
 /// What becomes of one frame of a burst.
@@ -76,6 +75,9 @@ pub struct Pipeline {
 }
 
 /// What the parser learnt of a frame; offsets index the frame's bytes.
+///
+/// Filled in place by [`parse`] (a caller-owned value rather than a
+/// returned one, so the fast path does not move it through `Result`s).
 pub(crate) struct Parsed {
     /// Offset of the IP header (= length of the Ethernet header).
     pub(crate) l3: usize,
@@ -88,7 +90,9 @@ pub(crate) struct Parsed {
     pub(crate) dst: [u8; 16],
     /// IPv6 (else IPv4).
     pub(crate) v6: bool,
-    pub(crate) protocol: IpProtocol,
+    /// The transport protocol number (IPv4 protocol, or the IPv6 upper
+    /// layer after extension headers).
+    pub(crate) protocol: u8,
     /// Source and destination port; `None` for non-first fragments.
     pub(crate) ports: Option<(u16, u16)>,
     /// Part of a fragmented datagram (IPv4 MF/offset, IPv6 fragment header).
@@ -98,6 +102,10 @@ pub(crate) struct Parsed {
     /// The TCP flags byte (0 for other protocols).
     pub(crate) tcp_flags: u8,
 }
+
+/// Protocol numbers the fast path compares against.
+const TCP: u8 = 6;
+const UDP: u8 = 17;
 
 impl Pipeline {
     /// A pipeline counting into `stats`; everything it needs later is
@@ -203,19 +211,19 @@ impl Pipeline {
 
     fn handle<B: FrameBuf>(&mut self, snap: &Snapshot, now: u64, pkt: &mut B) -> Verdict {
         let frame_len = pkt.bytes().len();
-        let p = match parse(pkt.bytes()) {
-            Ok(p) => p,
-            Err(r) => return Verdict::Drop(r),
-        };
-        let Some(version) = snap.version_for_key(u128::from_be_bytes(p.dst)) else {
+        let mut p = Parsed::EMPTY;
+        if let Err(r) = parse(pkt.bytes(), &mut p) {
+            return Verdict::Drop(r);
+        }
+        let Some((version, encap)) = snap.version_and_encap(u128::from_be_bytes(p.dst)) else {
             return Verdict::Drop(DropReason::NoService);
         };
         let Some(service) = snap.service(version.service) else {
             return Verdict::Drop(DropReason::NoService);
         };
         let proto = match p.protocol {
-            IpProtocol::Tcp => Protocol::Tcp,
-            IpProtocol::Udp => Protocol::Udp,
+            TCP => Protocol::Tcp,
+            UDP => Protocol::Udp,
             _ => return Verdict::Drop(DropReason::Unsupported),
         };
         let served = match p.ports {
@@ -234,19 +242,29 @@ impl Pipeline {
             Some(b) => b,
             None => return Verdict::Drop(DropReason::NoBackend),
         };
-        let Some(backend) = version.backends.get(usize::from(backend)) else {
+        let index = usize::from(backend);
+        let Some(backend) = version.backends.get(index) else {
             return Verdict::Drop(DropReason::NoBackend);
         };
         let verdict = match service.forwarding {
             Forwarding::L2dsr => rewrite::l2dsr(pkt, backend),
             Forwarding::Ipip => {
-                let ctx = rewrite::EncapContext {
-                    settings: &snap.settings,
-                    spare: &mut self.spare,
-                    extra: &mut self.extra,
-                    frag_ident: &mut self.frag_ident,
-                };
-                rewrite::ipip(pkt, &p, backend, ctx)
+                let fast = encap
+                    .get(index)
+                    .and_then(Option::as_ref)
+                    .and_then(|t| rewrite::ipip_template(pkt, &p, t, &snap.settings));
+                match fast {
+                    Some(verdict) => verdict,
+                    None => {
+                        let ctx = rewrite::EncapContext {
+                            settings: &snap.settings,
+                            spare: &mut self.spare,
+                            extra: &mut self.extra,
+                            frag_ident: &mut self.frag_ident,
+                        };
+                        rewrite::ipip(pkt, &p, backend, ctx)
+                    }
+                }
             }
         };
         if !verdict.is_tx() {
@@ -278,7 +296,7 @@ impl Pipeline {
         now: u64,
     ) -> Option<(u16, Option<FlowKey>)> {
         let (src, dst) = (p.src, p.dst);
-        let proto = u8::from(p.protocol);
+        let proto = p.protocol;
         if p.fragment {
             return version
                 .maglev
@@ -318,6 +336,20 @@ impl Pipeline {
 }
 
 impl Parsed {
+    /// The starting point that [`parse`] fills in.
+    pub(crate) const EMPTY: Parsed = Parsed {
+        l3: 0,
+        ip_len: 0,
+        src: [0; 16],
+        dst: [0; 16],
+        v6: false,
+        protocol: 0,
+        ports: None,
+        fragment: false,
+        dont_frag: false,
+        tcp_flags: 0,
+    };
+
     /// The source address (slow paths only: ICMP errors, reports).
     pub(crate) fn src_ip(&self) -> IpAddr {
         unmapped(self.src, self.v6)
@@ -346,68 +378,59 @@ fn mapped_v4(a: std::net::Ipv4Addr) -> [u8; 16] {
 
 /// The destination of a frame, for reports (`cutover replay`).
 pub fn destination(frame: &[u8]) -> Option<IpAddr> {
-    parse(frame).ok().map(|p| p.dst_ip())
+    let mut p = Parsed::EMPTY;
+    parse(frame, &mut p).ok().map(|()| p.dst_ip())
 }
 
-/// Parses Ethernet, IP and the transport ports without copying.
-pub(crate) fn parse(frame: &[u8]) -> Result<Parsed, DropReason> {
+/// Parses Ethernet, IP and the transport ports into `p` without copying
+/// the frame. On an error `p` is partly written and meaningless.
+#[inline]
+pub(crate) fn parse(frame: &[u8], p: &mut Parsed) -> Result<(), DropReason> {
     let eth = ethernet::Frame::new_checked(frame).map_err(|_| DropReason::Malformed)?;
-    let l3 = eth.header_len();
+    p.l3 = eth.header_len();
     match eth.ethertype() {
-        EtherType::Ipv4 => parse_v4(frame, l3),
-        EtherType::Ipv6 => parse_v6(frame, l3),
+        EtherType::Ipv4 => parse_v4(frame, p),
+        EtherType::Ipv6 => parse_v6(frame, p),
         _ => Err(DropReason::NotIp),
     }
 }
 
-fn parse_v4(frame: &[u8], l3: usize) -> Result<Parsed, DropReason> {
-    let bytes = frame.get(l3..).ok_or(DropReason::Malformed)?;
+#[inline]
+fn parse_v4(frame: &[u8], p: &mut Parsed) -> Result<(), DropReason> {
+    let bytes = frame.get(p.l3..).ok_or(DropReason::Malformed)?;
     let ip = ipv4::Packet::new_checked(bytes).map_err(|_| DropReason::Malformed)?;
-    let fragment = ip.is_fragment();
-    let protocol = ip.next_header();
-    let mut p = Parsed {
-        l3,
-        ip_len: usize::from(ip.total_len()),
-        src: mapped_v4(ip.src_addr()),
-        dst: mapped_v4(ip.dst_addr()),
-        v6: false,
-        protocol,
-        ports: None,
-        fragment,
-        dont_frag: ip.dont_frag(),
-        tcp_flags: 0,
-    };
-    if !fragment || ip.frag_offset() == 0 {
-        transport(&mut p, ip.payload())?;
+    p.ip_len = usize::from(ip.total_len());
+    p.src = mapped_v4(ip.src_addr());
+    p.dst = mapped_v4(ip.dst_addr());
+    p.v6 = false;
+    p.protocol = u8::from(ip.next_header());
+    p.fragment = ip.is_fragment();
+    p.dont_frag = ip.dont_frag();
+    if !p.fragment || ip.frag_offset() == 0 {
+        transport(p, ip.payload())?;
     }
-    Ok(p)
+    Ok(())
 }
 
-fn parse_v6(frame: &[u8], l3: usize) -> Result<Parsed, DropReason> {
-    let bytes = frame.get(l3..).ok_or(DropReason::Malformed)?;
+fn parse_v6(frame: &[u8], p: &mut Parsed) -> Result<(), DropReason> {
+    let bytes = frame.get(p.l3..).ok_or(DropReason::Malformed)?;
     let ip = ipv6::Packet::new_checked(bytes).map_err(|_| DropReason::Malformed)?;
     let upper = ip.upper_layer().map_err(|_| DropReason::Malformed)?;
-    let ip_len = usize::from(ip.payload_len()) + ipv6::HEADER_LEN;
-    let mut p = Parsed {
-        l3,
-        ip_len,
-        src: ip.src_addr().octets(),
-        dst: ip.dst_addr().octets(),
-        v6: true,
-        protocol: upper.protocol,
-        ports: None,
-        fragment: upper.fragment.is_some(),
-        dont_frag: true,
-        tcp_flags: 0,
-    };
+    p.ip_len = usize::from(ip.payload_len()) + ipv6::HEADER_LEN;
+    p.src = ip.src_addr().octets();
+    p.dst = ip.dst_addr().octets();
+    p.v6 = true;
+    p.protocol = u8::from(upper.protocol);
+    p.fragment = upper.fragment.is_some();
+    p.dont_frag = true;
     let first = upper.fragment.map_or(true, |f| f.offset == 0);
     if first {
         let l4 = bytes
-            .get(upper.offset..ip_len)
+            .get(upper.offset..p.ip_len)
             .ok_or(DropReason::Malformed)?;
-        transport(&mut p, l4)?;
+        transport(p, l4)?;
     }
-    Ok(p)
+    Ok(())
 }
 
 /// Reads ports (and TCP flags) of TCP and UDP; other protocols have none.
@@ -415,9 +438,10 @@ fn parse_v6(frame: &[u8], l3: usize) -> Result<Parsed, DropReason> {
 /// A first fragment holds only the start of the transport header, and a
 /// UDP length field that covers the whole datagram: only the ports, which
 /// lead every TCP and UDP header, are read from it.
+#[inline]
 fn transport(p: &mut Parsed, l4: &[u8]) -> Result<(), DropReason> {
     if p.fragment {
-        if matches!(p.protocol, IpProtocol::Tcp | IpProtocol::Udp) {
+        if matches!(p.protocol, TCP | UDP) {
             let ports = l4.get(..4).ok_or(DropReason::Malformed)?;
             p.ports = Some((
                 u16::from_be_bytes([ports[0], ports[1]]),
@@ -427,13 +451,13 @@ fn transport(p: &mut Parsed, l4: &[u8]) -> Result<(), DropReason> {
         return Ok(());
     }
     match p.protocol {
-        IpProtocol::Tcp => {
+        TCP => {
             let t = tcp::Packet::new_checked(l4).map_err(|_| DropReason::Malformed)?;
             p.ports = Some((t.src_port(), t.dst_port()));
             let [_, low] = t.flags().to_be_bytes();
             p.tcp_flags = low;
         }
-        IpProtocol::Udp => {
+        UDP => {
             let u = udp::Packet::new_checked(l4).map_err(|_| DropReason::Malformed)?;
             p.ports = Some((u.src_port(), u.dst_port()));
         }

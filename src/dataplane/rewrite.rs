@@ -7,7 +7,7 @@
 //! needed" / "packet too big" error for its sender, as Katran does; an IPv4
 //! packet without DF is encapsulated and the outer packet fragmented.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::dataplane::frame::{FrameBuf, PacketBuf};
 use crate::dataplane::pipeline::{Parsed, Verdict};
@@ -58,7 +58,189 @@ fn set_macs(frame: &mut [u8], next_hop: [u8; 6]) {
     eth.set_dst_addr(Address(next_hop));
 }
 
-/// Encapsulates the packet in IP towards `backend`.
+/// A backend's outer IP-in-IP header, built once per snapshot.
+///
+/// Every field but the length and the inner protocol is the same for all
+/// packets to one backend, so the snapshot stores the header with those
+/// two zeroed and, for IPv4, the ones' complement sum of the rest. Per
+/// packet, [`ipip`] copies the bytes, writes the two fields and finishes
+/// the checksum with two additions, as Katran does, instead of emitting
+/// and summing a fresh header. The result is byte for byte what
+/// `ipv4::Repr::emit` / `ipv6::Repr::emit` write.
+#[derive(Debug, Clone)]
+pub struct EncapTemplate {
+    outer: OuterTemplate,
+    next_hop: [u8; 6],
+}
+
+#[derive(Debug, Clone)]
+enum OuterTemplate {
+    V4 {
+        header: [u8; ipv4::HEADER_LEN],
+        /// Folded sum of `header` (length, protocol and checksum zero).
+        partial_sum: u32,
+        /// The encapsulation source the header was built with.
+        source: Ipv4Addr,
+    },
+    V6 {
+        header: [u8; ipv6::HEADER_LEN],
+        source: Ipv6Addr,
+    },
+}
+
+impl EncapTemplate {
+    /// The template for `backend` under `settings`; `None` when the backend
+    /// has no resolved next hop or its family no encapsulation source (the
+    /// general path then drops its packets with the matching reason).
+    pub(crate) fn new(backend: &Backend, settings: &DataplaneSettings) -> Option<EncapTemplate> {
+        let next_hop = backend.next_hop?;
+        let outer = match backend.addr {
+            IpAddr::V4(dst) => {
+                let source = settings.encap_source_v4?;
+                let mut header = [0u8; ipv4::HEADER_LEN];
+                let repr = ipv4::Repr {
+                    src_addr: source,
+                    dst_addr: dst,
+                    next_header: IpProtocol::Unknown(0),
+                    payload_len: 0,
+                    ttl: HOP_LIMIT,
+                    dont_frag: true,
+                    ident: 0,
+                };
+                let mut ip = ipv4::Packet::new_unchecked(&mut header[..]);
+                repr.emit(&mut ip).ok()?;
+                ip.set_total_len(0);
+                ip.set_checksum(0);
+                OuterTemplate::V4 {
+                    header,
+                    partial_sum: wire::checksum::sum(&header),
+                    source,
+                }
+            }
+            IpAddr::V6(dst) => {
+                let source = settings.encap_source_v6?;
+                let mut header = [0u8; ipv6::HEADER_LEN];
+                let repr = ipv6::Repr {
+                    src_addr: source,
+                    dst_addr: dst,
+                    next_header: IpProtocol::Unknown(0),
+                    payload_len: 0,
+                    hop_limit: HOP_LIMIT,
+                };
+                repr.emit(&mut ipv6::Packet::new_unchecked(&mut header[..]))
+                    .ok()?;
+                OuterTemplate::V6 { header, source }
+            }
+        };
+        Some(EncapTemplate { outer, next_hop })
+    }
+
+    /// Length of the outer header.
+    fn header_len(&self) -> usize {
+        match self.outer {
+            OuterTemplate::V4 { .. } => ipv4::HEADER_LEN,
+            OuterTemplate::V6 { .. } => ipv6::HEADER_LEN,
+        }
+    }
+
+    /// Whether the template still agrees with `settings` (a snapshot's
+    /// settings are a public field and could be edited after building).
+    fn fits(&self, settings: &DataplaneSettings) -> bool {
+        match self.outer {
+            OuterTemplate::V4 { source, .. } => settings.encap_source_v4 == Some(source),
+            OuterTemplate::V6 { source, .. } => settings.encap_source_v6 == Some(source),
+        }
+    }
+}
+
+/// The common case of [`ipip`]: a packet that fits the MTU once
+/// encapsulated, towards a backend with a template. `None`, with nothing
+/// changed, when the template does not apply or the packet needs
+/// fragmentation or an ICMP error: the caller then takes [`ipip`].
+#[inline]
+pub(crate) fn ipip_template<B: FrameBuf>(
+    pkt: &mut B,
+    p: &Parsed,
+    t: &EncapTemplate,
+    settings: &DataplaneSettings,
+) -> Option<Verdict> {
+    let hdr_len = t.header_len();
+    if !t.fits(settings) || p.ip_len > usize::from(settings.mtu).saturating_sub(hdr_len) {
+        return None;
+    }
+    let l2 = p.l3;
+    let inner_proto = if p.v6 {
+        IpProtocol::Ipv6
+    } else {
+        IpProtocol::Ipv4
+    };
+    let too_big = Some(Verdict::Drop(DropReason::TooBig));
+    if !pkt.set_len(l2 + p.ip_len) || !pkt.prepend(hdr_len) {
+        return too_big;
+    }
+    let frame = pkt.bytes_mut();
+    // The Ethernet header moves to the new front and the outer IP header
+    // goes where it was. Fixed-size copies: the Ethernet header is read as
+    // 18 bytes (room for a VLAN tag) and written back with the new
+    // addresses; for an untagged frame the outer header then overwrites
+    // the 4 bytes too many. The inner IP header guarantees the 18 bytes.
+    let (outer_type, outer_len) = match &t.outer {
+        OuterTemplate::V4 { .. } => (EtherType::Ipv4, ipv4::HEADER_LEN),
+        OuterTemplate::V6 { .. } => (EtherType::Ipv6, ipv6::HEADER_LEN),
+    };
+    let Some(old) = frame
+        .get(hdr_len..hdr_len + ethernet::VLAN_HEADER_LEN)
+        .and_then(|b| <[u8; ethernet::VLAN_HEADER_LEN]>::try_from(b).ok())
+    else {
+        return too_big;
+    };
+    let Some(eth) = frame.get_mut(..ethernet::VLAN_HEADER_LEN) else {
+        return too_big;
+    };
+    eth.copy_from_slice(&old);
+    set_macs(eth, t.next_hop);
+    // The EtherType is the last two bytes of the Ethernet header, after
+    // the VLAN tag if there is one.
+    let Some(ethertype) = frame.get_mut(l2 - 2..l2) else {
+        return too_big;
+    };
+    ethertype.copy_from_slice(&u16::from(outer_type).to_be_bytes());
+    let Some(outer) = frame.get_mut(l2..l2 + outer_len) else {
+        return too_big;
+    };
+    match &t.outer {
+        OuterTemplate::V4 {
+            header,
+            partial_sum,
+            ..
+        } => {
+            let Ok(total) = u16::try_from(ipv4::HEADER_LEN + p.ip_len) else {
+                return too_big;
+            };
+            outer.copy_from_slice(header);
+            let mut ip = ipv4::Packet::new_unchecked(outer);
+            ip.set_total_len(total);
+            ip.set_next_header(inner_proto);
+            // The protocol is the low byte of the TTL/protocol word.
+            let sum = partial_sum + u32::from(total) + u32::from(u8::from(inner_proto));
+            ip.set_checksum(!wire::checksum::fold(sum));
+        }
+        OuterTemplate::V6 { header, .. } => {
+            let Ok(len) = u16::try_from(p.ip_len) else {
+                return too_big;
+            };
+            outer.copy_from_slice(header);
+            let mut ip = ipv6::Packet::new_unchecked(outer);
+            ip.set_payload_len(len);
+            ip.set_next_header(inner_proto);
+        }
+    }
+    Some(Verdict::Forward)
+}
+
+/// Encapsulates the packet in IP towards `backend`, in every case: builds
+/// the outer header field by field, fragments the outer packet or answers
+/// with an ICMP error.
 pub(crate) fn ipip<B: FrameBuf>(
     pkt: &mut B,
     p: &Parsed,

@@ -85,6 +85,7 @@ pub enum EtherType {
 }
 
 impl From<u16> for EtherType {
+    #[inline]
     fn from(value: u16) -> Self {
         match value {
             0x0800 => Self::Ipv4,
@@ -97,6 +98,7 @@ impl From<u16> for EtherType {
 }
 
 impl From<EtherType> for u16 {
+    #[inline]
     fn from(value: EtherType) -> Self {
         match value {
             EtherType::Ipv4 => 0x0800,
@@ -174,7 +176,7 @@ impl<T: AsRef<[u8]>> Frame<T> {
     }
 
     fn is_tagged(&self) -> bool {
-        self.outer_ethertype() == EtherType::Vlan
+        read_u16(&self.buffer.as_ref()[field::ETHERTYPE]) == u16::from(EtherType::Vlan)
     }
 
     /// The 12-bit VLAN identifier of an 802.1Q tag, `None` if untagged.
