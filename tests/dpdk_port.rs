@@ -59,7 +59,9 @@ fn small() -> DpdkOptions {
 }
 
 fn frame(i: u8, len: usize) -> Vec<u8> {
-    let mut f: Vec<u8> = (0..len).map(|j| (j as u8).wrapping_mul(7) ^ i).collect();
+    let mut f: Vec<u8> = (0..len)
+        .map(|j| (j % 256).to_le_bytes()[0].wrapping_mul(7) ^ i)
+        .collect();
     f[..6].copy_from_slice(&[0x02, 0, 0, 0, 0, 1]);
     f[6..12].copy_from_slice(&[0x02, 0, 0, 0, 0, 2]);
     f[12..14].copy_from_slice(&[0x88, 0xb5]);
@@ -196,9 +198,9 @@ fn queues_are_claimed_once_and_pools_run_dry() {
     assert!(matches!(Eal::init(&[]), Err(DpdkError::AlreadyInitialized)));
 
     // net_ring loops queue q's TX to queue q's RX.
-    for (q, port) in [&mut q0, &mut q1].into_iter().enumerate() {
+    for (q, port) in [(0u8, &mut q0), (1, &mut q1)] {
         let mut m = port.alloc().expect("alloc");
-        let f = frame(q as u8, 64);
+        let f = frame(q, 64);
         assert!(m.copy_from(&f));
         let mut tx = vec![m];
         assert_eq!(port.tx_burst(&mut tx).expect("tx"), 1);

@@ -598,9 +598,10 @@ fn create_pools(port: u16, o: &DpdkOptions) -> Result<Vec<PoolPtr>, DpdkError> {
     let data_room = mbuf::headroom_default().saturating_add(2048);
     // SAFETY: a plain query of a port id that port_id() validated.
     let socket = unsafe { sys::rte_eth_dev_socket_id(port) };
-    // SAFETY: a plain query of the calling thread's NUMA socket.
     let socket = if socket < 0 {
-        c_int::try_from(unsafe { sys::rte_socket_id() }).unwrap_or(0)
+        // SAFETY: a plain query of the calling thread's NUMA socket.
+        let own = unsafe { sys::rte_socket_id() };
+        c_int::try_from(own).unwrap_or(0)
     } else {
         socket
     };
