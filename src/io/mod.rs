@@ -9,6 +9,8 @@ use crate::dataplane::frame::FrameBuf;
 pub mod af_packet;
 pub mod af_xdp;
 pub mod affinity;
+#[cfg(feature = "dpdk")]
+pub mod dpdk;
 pub mod memory;
 pub mod pcap;
 
