@@ -37,7 +37,9 @@ const TICK_PERIOD: Duration = Duration::from_secs(1);
 /// Why the appliance could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    #[error("driver {0:?} is not available in this build yet; use af_packet or af_xdp")]
+    #[error(
+        "driver {0:?} is not available in this build (dpdk needs `cargo build --features dpdk`)"
+    )]
     DriverUnavailable(Driver),
     #[error("driver pcap reads capture files: use `cutover replay`")]
     PcapDriver,
@@ -48,6 +50,9 @@ pub enum RunError {
         ifname: String,
         source: crate::io::af_packet::AfPacketError,
     },
+    #[cfg(feature = "dpdk")]
+    #[error("dpdk: {0}")]
+    Dpdk(crate::io::dpdk::DpdkError),
     #[error("interface {ifname} queue {queue}: {source}")]
     XdpPort {
         ifname: String,
@@ -75,8 +80,11 @@ pub enum RunError {
 pub fn run(cfg: &Config, config_path: &Path, stop: Arc<AtomicBool>) -> Result<(), RunError> {
     match cfg.dataplane.driver {
         Driver::AfPacket | Driver::AfXdp => {}
+        #[cfg(feature = "dpdk")]
+        Driver::Dpdk => {}
+        #[cfg(not(feature = "dpdk"))]
+        Driver::Dpdk => return Err(RunError::DriverUnavailable(Driver::Dpdk)),
         Driver::Pcap => return Err(RunError::PcapDriver),
-        other => return Err(RunError::DriverUnavailable(other)),
     }
     if cfg.dataplane.interfaces.is_empty() {
         return Err(RunError::NoInterface);
@@ -242,9 +250,42 @@ fn start_workers(
     let workers = stats.len();
     let mut handles = Vec::with_capacity(workers);
     let mut filters: Vec<Arc<VipFilter>> = Vec::new();
+    #[cfg(feature = "dpdk")]
+    let eal = match cfg.dataplane.driver {
+        // Once per process, before any worker thread exists: the EAL pins
+        // the calling thread while it starts.
+        Driver::Dpdk => Some(
+            crate::io::dpdk::Eal::init(
+                &cfg.dataplane
+                    .dpdk
+                    .as_ref()
+                    .map(|d| d.eal_args.clone())
+                    .unwrap_or_default(),
+            )
+            .map_err(RunError::Dpdk)?,
+        ),
+        _ => None,
+    };
     for w in 0..workers {
         let ifname = &ifaces[w % ifaces.len()];
         let h = match cfg.dataplane.driver {
+            #[cfg(feature = "dpdk")]
+            Driver::Dpdk => {
+                // `interfaces` names DPDK devices (`net_af_packet0`, a PCI
+                // address); workers of one device take its queues in order.
+                let per_device = u16::try_from(workers.div_ceil(ifaces.len())).unwrap_or(u16::MAX);
+                let queue = u16::try_from(w / ifaces.len()).unwrap_or(u16::MAX);
+                let opts = crate::io::dpdk::DpdkOptions {
+                    queues: per_device,
+                    ..Default::default()
+                };
+                let eal = eal
+                    .as_ref()
+                    .ok_or(RunError::DriverUnavailable(Driver::Dpdk))?;
+                let port = crate::io::dpdk::DpdkPort::open(eal, ifname, queue, &opts)
+                    .map_err(RunError::Dpdk)?;
+                spawn_worker(cfg, port, w, plane.cell(), &stats[w], epoch, stop)?
+            }
             Driver::AfXdp => {
                 // One queue per worker: workers of one interface take its
                 // queues 0, 1, ... in order.

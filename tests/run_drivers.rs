@@ -41,7 +41,7 @@ fn config(topo: &Topology, driver: &str, forwarding: &str, workers: usize) -> St
         r#"
 [dataplane]
 driver = "{driver}"
-interfaces = ["eth0"]
+interfaces = ["{iface}"]
 workers = {workers}
 forwarding = "{forwarding}"
 encap_source_v4 = "{lb}"
@@ -65,8 +65,18 @@ vips = ["{VIP4}", "{VIP6}"]
 backends = [{backends}]
 "#,
         lb = topo.lb.ipv4,
-        backends = backends.join(", ")
-    )
+        backends = backends.join(", "),
+        iface = if driver == "dpdk" {
+            "net_af_packet0"
+        } else {
+            "eth0"
+        },
+    ) + if driver == "dpdk" {
+        // No NIC, no hugepages: DPDK's AF_PACKET PMD on the lb's veth.
+        "\n[dataplane.dpdk]\neal_args = [\"--no-huge\", \"-m\", \"512\", \"--no-pci\", \"--no-shconf\", \"-l\", \"0\", \"-d\", \"/usr/lib/x86_64-linux-gnu/dpdk/pmds-23.0\", \"--vdev=net_af_packet0,iface=eth0\"]\n"
+    } else {
+        ""
+    }
 }
 
 /// Name servers on every backend, bound to both VIPs on port 80.
@@ -169,7 +179,7 @@ fn run_case(prefix: &str, driver: &str, forwarding: &str) {
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg_path = dir.path().join("cutover.toml");
     // The topology's veths have one queue: AF_XDP runs one worker on it.
-    let workers = if driver == "af_xdp" { 1 } else { 2 };
+    let workers = if driver == "af_packet" { 2 } else { 1 };
     std::fs::write(&cfg_path, config(&topo, driver, forwarding, workers)).expect("write config");
     let log = dir.path().join("cutover.log");
     let _servers = start_backends(&topo);
@@ -338,4 +348,22 @@ fn af_xdp_ipip_serves_200_tcp_connections() {
         return;
     }
     run_case("rax2", "af_xdp", "ipip");
+}
+
+#[cfg(feature = "dpdk")]
+#[test]
+fn dpdk_l2dsr_serves_200_tcp_connections() {
+    if skip() {
+        return;
+    }
+    run_case("rdp1", "dpdk", "l2dsr");
+}
+
+#[cfg(feature = "dpdk")]
+#[test]
+fn dpdk_ipip_serves_200_tcp_connections() {
+    if skip() {
+        return;
+    }
+    run_case("rdp2", "dpdk", "ipip");
 }
