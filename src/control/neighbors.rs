@@ -81,34 +81,25 @@ pub fn solicit(addr: IpAddr) {
 
 /// A copy of `snap` with every backend's next hop set from the static
 /// table of `cfg` or else from `kernel`, or `None` when nothing changed.
-/// Backends still unknown are solicited.
+///
+/// Runs on every publish: one hash probe per backend, and nothing is
+/// copied unless a next hop actually changed.
 pub fn refresh(
     cfg: &Config,
     snap: &Snapshot,
     kernel: &HashMap<IpAddr, [u8; 6]>,
 ) -> Result<Option<Snapshot>, SnapshotError> {
-    let mut changed = false;
-    let mut versions: Vec<VersionEntry> = snap.versions().cloned().collect();
-    for v in &mut versions {
-        for b in &mut v.backends {
-            let fixed = cfg
-                .dataplane
-                .neighbors
-                .iter()
-                .find(|(ip, _)| *ip == b.addr)
-                .map(|(_, mac)| *mac);
-            let mac = fixed.or_else(|| kernel.get(&b.addr).copied());
-            if mac.is_none() {
-                solicit(b.addr);
-            }
-            if mac != b.next_hop {
-                b.next_hop = mac;
-                changed = true;
-            }
-        }
-    }
-    if !changed {
+    let fixed: HashMap<IpAddr, [u8; 6]> = cfg.dataplane.neighbors.iter().copied().collect();
+    let resolve = |addr: &IpAddr| fixed.get(addr).or_else(|| kernel.get(addr)).copied();
+    let stale = snap
+        .versions()
+        .any(|v| v.backends.iter().any(|b| resolve(&b.addr) != b.next_hop));
+    if !stale {
         return Ok(None);
+    }
+    let mut versions: Vec<VersionEntry> = snap.versions().cloned().collect();
+    for b in versions.iter_mut().flat_map(|v| v.backends.iter_mut()) {
+        b.next_hop = resolve(&b.addr);
     }
     Snapshot::new(
         snap.generation + 1,
@@ -117,6 +108,17 @@ pub fn refresh(
         versions,
     )
     .map(Some)
+}
+
+/// Solicits every backend of `snap` whose next hop is still unknown (once
+/// per call; the control plane calls it about once a second).
+pub fn solicit_unresolved(snap: &Snapshot) {
+    let mut asked = std::collections::HashSet::new();
+    for b in snap.versions().flat_map(|v| v.backends.iter()) {
+        if b.next_hop.is_none() && asked.insert(b.addr) {
+            solicit(b.addr);
+        }
+    }
 }
 
 #[cfg(test)]

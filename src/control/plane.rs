@@ -123,6 +123,7 @@ impl ControlPlane {
         }
         let kernel = neighbors::kernel_neighbors();
         let first = with_next_hops(&cfg, manager.snapshot(1)?, &kernel)?;
+        neighbors::solicit_unresolved(&first);
         Ok(ControlPlane {
             inner: Mutex::new(Inner {
                 manager,
@@ -299,11 +300,9 @@ impl ControlPlane {
                 Ok(None) => {}
                 Err(e) => tracing::warn!(error = %e, "next-hop refresh failed"),
             }
-        } else {
-            // Unknown next hops are solicited on every tick until resolved.
-            let current = self.cell.load_full();
-            let _ = neighbors::refresh(&inner.cfg, &current, &inner.kernel_neighbors);
         }
+        // Unknown next hops are solicited on every tick until resolved.
+        neighbors::solicit_unresolved(&self.cell.load_full());
     }
 
     /// Applies `f` to a copy of the manager; when the copy changed, writes
