@@ -3,7 +3,7 @@
 # Idempotent; run as root (CI is root).
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
-pkgs=(iproute2 iputils-ping procps pkg-config gcc libc6-dev tcpdump bind9 bind9-dnsutils python3 curl bc clang libbpf-dev nftables ethtool)
+pkgs=(iproute2 iputils-ping procps pkg-config gcc libc6-dev tcpdump bind9 bind9-dnsutils python3 curl bc clang libbpf-dev nftables ethtool dpkg-dev)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
