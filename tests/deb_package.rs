@@ -137,7 +137,10 @@ fn deb_installs_checks_and_purges() {
     );
     let deb = deb.to_str().expect("utf-8 path").to_owned();
 
-    let fields = run(DPKG_TIMEOUT_S, &["dpkg-deb", "-f", &deb, "Package", "Depends"]);
+    let fields = run(
+        DPKG_TIMEOUT_S,
+        &["dpkg-deb", "-f", &deb, "Package", "Depends"],
+    );
     let fields = text(&fields.stdout);
     assert!(fields.contains("Package: cutover"), "{fields}");
     assert!(
@@ -165,12 +168,18 @@ fn deb_installs_checks_and_purges() {
         text(&out.stdout),
         text(&out.stderr)
     );
-    assert!(package_installed(), "dpkg -i succeeded but the package is not installed");
+    assert!(
+        package_installed(),
+        "dpkg -i succeeded but the package is not installed"
+    );
     let started: Vec<u32> = cutover_processes()
         .into_iter()
         .filter(|p| !before.contains(p))
         .collect();
-    assert!(started.is_empty(), "installing started cutover: pids {started:?}");
+    assert!(
+        started.is_empty(),
+        "installing started cutover: pids {started:?}"
+    );
     assert!(
         !Path::new("/etc/systemd/system/multi-user.target.wants/cutover.service").exists(),
         "installing enabled cutover.service"
@@ -208,9 +217,18 @@ fn deb_installs_checks_and_purges() {
         unit_text.contains("ExecStart=/usr/bin/cutover run --config /etc/cutover/cutover.toml"),
         "{unit}: unexpected ExecStart"
     );
-    assert!(unit_text.contains("StateDirectory=cutover"), "{unit}: no StateDirectory");
-    assert!(Path::new("/var/lib/cutover").is_dir(), "/var/lib/cutover missing");
-    let conffiles = run(DPKG_TIMEOUT_S, &["dpkg-query", "-W", "-f=${Conffiles}", "cutover"]);
+    assert!(
+        unit_text.contains("StateDirectory=cutover"),
+        "{unit}: no StateDirectory"
+    );
+    assert!(
+        Path::new("/var/lib/cutover").is_dir(),
+        "/var/lib/cutover missing"
+    );
+    let conffiles = run(
+        DPKG_TIMEOUT_S,
+        &["dpkg-query", "-W", "-f=${Conffiles}", "cutover"],
+    );
     assert!(
         text(&conffiles.stdout).contains("/etc/cutover/cutover.toml"),
         "/etc/cutover/cutover.toml is not a conffile: {}",
