@@ -111,6 +111,9 @@ mod dpdk {
         // only the include paths and the forced include of rte_config.h.
         let clang_args = cflags.iter().filter(|f| !f.starts_with("-march"));
         let bindings = bindgen::Builder::default()
+            // DPDK's header comments hold C snippets that rustdoc would
+            // compile as doctests.
+            .generate_comments(false)
             .header(HEADER)
             .clang_args(clang_args)
             .allowlist_function("cutover_.*")

@@ -60,6 +60,19 @@ pub fn fold(sum: u32) -> u16 {
 ///
 /// Fill a header's checksum field with this value computed while the field
 /// is zero; verifying a received header means `checksum(header) == 0`.
+///
+/// ```
+/// use cutover::wire::checksum::checksum;
+/// // An IPv4 header with its checksum field (bytes 10..12) zeroed.
+/// let mut h = [
+///     0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0x00, 0x00,
+///     0xc0, 0xa8, 0x00, 0x01, 0xc0, 0xa8, 0x00, 0xc7,
+/// ];
+/// let c = checksum(&h);
+/// assert_eq!(c, 0xb861);
+/// h[10..12].copy_from_slice(&c.to_be_bytes());
+/// assert_eq!(checksum(&h), 0);
+/// ```
 #[inline]
 pub fn checksum(data: &[u8]) -> u16 {
     !fold(sum(data))
