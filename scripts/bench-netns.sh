@@ -12,7 +12,7 @@
 #   -p  comma-separated paths, run in this order (default
 #       af_packet,af_xdp,dpdk,kernel,kernel_rps)
 #
-# The generator (cutover-pktgen) in bn-client sends UDP to 198.18.0.10:9999
+# The generator (cutover-pktgen) in bn<pid>-client sends UDP to 198.18.0.10:9999
 # via the lb's MAC, pinned to the last core; the LB is pinned to core 0.
 # A counter (cutover-pktgen --count-rx --dst-port 9999) in every backend
 # counts what arrives per second; the table shows the mean over the
@@ -25,7 +25,9 @@
 # namespaces and processes are removed on exit.
 set -euo pipefail
 
-P=bn
+# A prefix of its own per run: netns.sh "up" first deletes every namespace
+# of its prefix, so two runs sharing "bn" would destroy each other's.
+P=bn$$
 NB=3
 DUR=10
 FLOWS=256
@@ -210,6 +212,7 @@ bench_cutover() {
 	wait "$pid" 2>/dev/null || true
 	OFF[$driver]=$OFFERED DEL[$driver]=$DELIVERED
 	NOTE[$driver]="cutover $driver (1 worker, core $LB_CPU)"
+	[[ $driver == dpdk ]] && NOTE[$driver]+=", net_af_packet" || true
 }
 
 bench_af_packet() { bench_cutover af_packet; }
@@ -221,8 +224,9 @@ bench_af_xdp() {
 	local mode
 	mode=$(grep -o 'zero_copy[=":  ]*[a-z]*\|native_xdp[=":  ]*[a-z]*' "$WORK/cutover-af_xdp.out" | sort -u | tr -d '" ' | tr '\n' ' ' || true)
 	[[ -n $mode ]] && log "af_xdp: $mode"
-	[[ $mode == *native_xdp*true* ]] && NOTE[af_xdp]+=" native" || true
-	[[ $mode == *native_xdp*false* ]] && NOTE[af_xdp]+=" generic" || true
+	[[ $mode == *native_xdp=true* ]] && NOTE[af_xdp]+=", native XDP" || true
+	[[ $mode == *native_xdp=false* ]] && NOTE[af_xdp]+=", generic XDP" || true
+	[[ $mode == *zero_copy=false* ]] && NOTE[af_xdp]+=", copy" || true
 }
 
 # DPDK: needs the binary built with --features dpdk and the AF_PACKET PMD.
@@ -311,14 +315,14 @@ ratio() {
 echo
 echo "cutover bench-netns: $(date -u +%FT%TZ), $(nproc) CPUs ($(awk -F': ' '/model name/{print $2; exit}' /proc/cpuinfo)), kernel $(uname -r)"
 echo "${SIZE}-byte UDP, $FLOWS flows, ${DUR} s per path, $NB backends; generator on core $GEN_CPU; load average $LOAD_START at start, $LOAD_END at end"
-printf '%-46s %14s %14s %10s %10s\n' PATH "OFFERED pps" "DELIVERED pps" "/kernel" "/kernel_rps"
+printf '%-54s %14s %14s %10s %10s\n' PATH "OFFERED pps" "DELIVERED pps" "/kernel" "/kernel_rps"
 for key in "${PATHS[@]}"; do
 	if [[ -z "${DEL[$key]}" ]]; then
-		printf '%-46s %s\n' "${NOTE[$key]}" "not measured (driver not built)"
+		printf '%-54s %s\n' "${NOTE[$key]}" "not measured (driver not built)"
 	elif [[ "${DEL[$key]}" == failed ]]; then
-		printf '%-46s %s\n' "${NOTE[$key]}" "failed (see log above)"
+		printf '%-54s %s\n' "${NOTE[$key]}" "failed (see log above)"
 	else
-		printf '%-46s %14s %14s %10s %10s\n' "${NOTE[$key]}" "${OFF[$key]}" "${DEL[$key]}" \
+		printf '%-54s %14s %14s %10s %10s\n' "${NOTE[$key]}" "${OFF[$key]}" "${DEL[$key]}" \
 			"$(ratio "$key" kernel)" "$(ratio "$key" kernel_rps)"
 	fi
 done
