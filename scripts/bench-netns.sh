@@ -1,25 +1,33 @@
 #!/usr/bin/env bash
-# Forwarding benchmark in network namespaces: cutover (AF_PACKET driver, one
-# worker, l2dsr) against the kernel doing the same job (nftables DNAT), on the
-# one-armed topology of scripts/netns.sh (prefix "bn", 3 backends).
+# Forwarding benchmark in network namespaces: cutover (AF_PACKET, AF_XDP and
+# DPDK drivers, one worker, l2dsr) against the kernel doing the same job
+# (nftables DNAT), on the one-armed topology of scripts/netns.sh (prefix
+# "bn", 3 backends).
 #
-#   sudo scripts/bench-netns.sh [-d SECONDS] [-f FLOWS] [-s SIZE]
+#   sudo scripts/bench-netns.sh [-d SECONDS] [-f FLOWS] [-s SIZE] [-p PATHS]
 #
 #   -d  seconds of traffic per path (default 10, 4..120)
 #   -f  flows, distinct UDP source ports (default 256)
 #   -s  frame size on the wire, FCS included (default 64)
+#   -p  comma-separated paths, run in this order (default
+#       af_packet,af_xdp,dpdk,kernel,kernel_rps)
 #
-# The generator (cutover-pktgen) in bn-client sends UDP to 198.18.0.10:9999
+# The generator (cutover-pktgen) in bn<pid>-client sends UDP to 198.18.0.10:9999
 # via the lb's MAC, pinned to the last core; the LB is pinned to core 0.
 # A counter (cutover-pktgen --count-rx --dst-port 9999) in every backend
 # counts what arrives per second; the table shows the mean over the
 # steady-state seconds (first and last seconds dropped) of the sum over
-# backends. Paths: one function per path (bench_<path>); af_xdp and dpdk
-# print "not measured" until a driver is built. Needs root. Every command
-# and wait is bounded; namespaces and processes are removed on exit.
+# backends. Paths: one function per path (bench_<path>). The release
+# binaries are built with --features dpdk when pkg-config finds libdpdk
+# (the one binary serves all drivers); without it the dpdk path prints
+# "not measured". DPDK runs its AF_PACKET PMD (net_af_packet) on the lb's
+# eth0, with no hugepages. Needs root. Every command and wait is bounded;
+# namespaces and processes are removed on exit.
 set -euo pipefail
 
-P=bn
+# A prefix of its own per run: netns.sh "up" first deletes every namespace
+# of its prefix, so two runs sharing "bn" would destroy each other's.
+P=bn$$
 NB=3
 DUR=10
 FLOWS=256
@@ -29,14 +37,25 @@ PORT=9999
 LB_MAC=02:99:00:00:00:02
 T=20 # seconds per setup command
 
-while getopts "d:f:s:h" o; do
+SEL=af_packet,af_xdp,dpdk,kernel,kernel_rps
+
+while getopts "d:f:s:p:h" o; do
 	case $o in
 	d) DUR=$OPTARG ;;
 	f) FLOWS=$OPTARG ;;
 	s) SIZE=$OPTARG ;;
-	*) sed -n '2,19p' "$0"; exit 2 ;;
+	p) SEL=$OPTARG ;;
+	*) sed -n '2,25p' "$0"; exit 2 ;;
 	esac
 done
+IFS=, read -ra SELECTED <<<"$SEL"
+for k in "${SELECTED[@]}"; do
+	case $k in
+	af_packet | af_xdp | dpdk | kernel | kernel_rps) ;;
+	*) echo "-p: unknown path '$k' (af_packet, af_xdp, dpdk, kernel, kernel_rps)" >&2; exit 2 ;;
+	esac
+done
+((${#SELECTED[@]} > 0)) || { echo "-p: no path" >&2; exit 2; }
 [[ "$DUR" =~ ^[0-9]+$ ]] && ((DUR >= 4 && DUR <= 120)) || { echo "-d: 4..120" >&2; exit 2; }
 [[ "$FLOWS" =~ ^[0-9]+$ ]] && ((FLOWS >= 1 && FLOWS <= 65535)) || { echo "-f: 1..65535" >&2; exit 2; }
 [[ "$SIZE" =~ ^[0-9]+$ ]] || { echo "-s: a number" >&2; exit 2; }
@@ -68,8 +87,13 @@ trap 'exit 130' INT TERM
 
 # --- build and topology -----------------------------------------------------
 
-log "building release binaries"
-(cd "$ROOT" && timeout 1800 cargo build --release --locked --bins)
+# One build for all drivers: with the dpdk feature when libdpdk is there
+# (so selecting other paths later does not rebuild without it).
+FEATURES=()
+HAVE_DPDK=0
+if pkg-config --exists libdpdk 2>/dev/null; then FEATURES=(--features dpdk); HAVE_DPDK=1; fi
+log "building release binaries ${FEATURES[*]}"
+(cd "$ROOT" && timeout 1800 cargo build --release --locked "${FEATURES[@]}" --bins)
 command -v nft >/dev/null || { echo "bench-netns.sh: nft missing (scripts/install-deps.sh installs nftables)" >&2; exit 1; }
 
 log "building topology $P with $NB backends"
@@ -126,17 +150,29 @@ measure() {
 declare -A OFF DEL NOTE
 PATHS=()
 
-bench_cutover_af_packet() {
-	local cfg=$WORK/cutover.toml pid i
-	cat >"$cfg" <<EOF
+# cutover_config DRIVER: the config for one driver (one worker, l2dsr,
+# static neighbors: no ARP on the measured path).
+cutover_config() {
+	local driver=$1 iface=eth0 i
+	[[ $driver == dpdk ]] && iface=net_af_packet0
+	cat <<EOF
 [dataplane]
-driver = "af_packet"
-interfaces = ["eth0"]
+driver = "$driver"
+interfaces = ["$iface"]
 workers = 1
 forwarding = "l2dsr"
 
 [dataplane.neighbors]
 $(for i in $(seq 1 "$NB"); do printf '"10.99.0.%d" = "02:99:00:00:00:%02x"\n' $((10 + i)) $((10 + i)); done)
+EOF
+	# No NIC, no hugepages: DPDK's AF_PACKET PMD on the lb's veth, its one
+	# lcore on core LB_CPU (taskset below pins the rest of the process).
+	[[ $driver == dpdk ]] && cat <<EOF
+
+[dataplane.dpdk]
+eal_args = ["--no-huge", "-m", "512", "--no-pci", "--no-shconf", "-l", "$LB_CPU", "-d", "$DPDK_PMDS", "--vdev=net_af_packet0,iface=eth0"]
+EOF
+	cat <<EOF
 
 [dns]
 listen = []
@@ -156,19 +192,52 @@ families = ["ipv4"]
 vips = ["$VIP"]
 backends = [$(for i in $(seq 1 "$NB"); do printf '"10.99.0.%d"%s' $((10 + i)) "$([[ $i -lt $NB ]] && echo ', ')"; done)]
 EOF
+}
+
+# bench_cutover DRIVER: cutover run with DRIVER in the lb namespace, pinned to
+# core LB_CPU; fills OFF/DEL/NOTE[DRIVER].
+bench_cutover() {
+	local driver=$1 cfg=$WORK/cutover-$1.toml out=$WORK/cutover-$1.out pid
+	cutover_config "$driver" >"$cfg"
 	timeout $((DUR + 120)) ip netns exec "$P-lb" taskset -c "$LB_CPU" "$BIN/cutover" run --config "$cfg" \
-		>"$WORK/cutover.out" 2>&1 &
+		>"$out" 2>&1 &
 	pid=$!
 	PIDS+=("$pid")
-	sleep 2
-	kill -0 "$pid" 2>/dev/null || { log "cutover exited: $(tail -5 "$WORK/cutover.out")"; return 1; }
-	measure cutover
+	sleep 3
+	kill -0 "$pid" 2>/dev/null || { log "cutover ($driver) exited: $(tail -5 "$out")"; NOTE[$driver]="cutover $driver"; return 1; }
+	measure "$driver"
 	kill -TERM "$pid" 2>/dev/null || true
 	for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
 	kill -KILL "$pid" 2>/dev/null || true
 	wait "$pid" 2>/dev/null || true
-	OFF[cutover]=$OFFERED DEL[cutover]=$DELIVERED
-	NOTE[cutover]="cutover af_packet (1 worker, core $LB_CPU)"
+	OFF[$driver]=$OFFERED DEL[$driver]=$DELIVERED
+	NOTE[$driver]="cutover $driver (1 worker, core $LB_CPU)"
+	[[ $driver == dpdk ]] && NOTE[$driver]+=", net_af_packet" || true
+}
+
+bench_af_packet() { bench_cutover af_packet; }
+
+# AF_XDP on veth: no zero-copy (veth has none), the XDP program native if
+# the kernel's veth takes it, else generic; the log line says which.
+bench_af_xdp() {
+	bench_cutover af_xdp || return 1
+	local mode
+	mode=$(grep -o 'zero_copy[=":  ]*[a-z]*\|native_xdp[=":  ]*[a-z]*' "$WORK/cutover-af_xdp.out" | sort -u | tr -d '" ' | tr '\n' ' ' || true)
+	[[ -n $mode ]] && log "af_xdp: $mode"
+	[[ $mode == *native_xdp=true* ]] && NOTE[af_xdp]+=", native XDP" || true
+	[[ $mode == *native_xdp=false* ]] && NOTE[af_xdp]+=", generic XDP" || true
+	[[ $mode == *zero_copy=false* ]] && NOTE[af_xdp]+=", copy" || true
+}
+
+# DPDK: needs the binary built with --features dpdk and the AF_PACKET PMD.
+DPDK_PMDS=/usr/lib/x86_64-linux-gnu/dpdk/pmds-23.0
+bench_dpdk() {
+	if ((!HAVE_DPDK)); then
+		log "dpdk: libdpdk not found by pkg-config, binary built without --features dpdk"
+		NOTE[dpdk]="cutover dpdk" OFF[dpdk]="" DEL[dpdk]=""
+		return 0
+	fi
+	bench_cutover dpdk
 }
 
 kernel_setup() {
@@ -221,32 +290,39 @@ bench_kernel_nft_rps() {
 	NOTE[kernel_rps]="kernel nftables DNAT (RPS lb eth0 -> core $LB_CPU)"
 }
 
-# Hooks for the other drivers: fill OFF/DEL/NOTE when a driver is built.
-bench_af_xdp() { NOTE[af_xdp]="cutover af_xdp"; OFF[af_xdp]=""; DEL[af_xdp]=""; }
-bench_dpdk() { NOTE[dpdk]="cutover dpdk"; OFF[dpdk]=""; DEL[dpdk]=""; }
+bench_kernel() { bench_kernel_nft; }
+bench_kernel_rps() { bench_kernel_nft_rps; }
 
-for path in cutover_af_packet:cutover kernel_nft:kernel kernel_nft_rps:kernel_rps af_xdp:af_xdp dpdk:dpdk; do
-	fn=${path%%:*} key=${path#*:}
-	log "path $key"
-	if "bench_$fn"; then PATHS+=("$key"); else NOTE[$key]="${NOTE[$key]:-$key}"; OFF[$key]="" DEL[$key]="failed"; PATHS+=("$key"); fi
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+for key in "${SELECTED[@]}"; do
+	log "path $key (load average $(cut -d' ' -f1-3 /proc/loadavg))"
+	if "bench_$key"; then PATHS+=("$key"); else NOTE[$key]="${NOTE[$key]:-$key}"; OFF[$key]="" DEL[$key]="failed"; PATHS+=("$key"); fi
 done
+LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # --- table ------------------------------------------------------------------
 
+# ratio KEY REF: DEL[KEY]/DEL[REF], or "-" when either is missing.
+ratio() {
+	local a=${DEL[$1]:-} b=${DEL[$2]:-}
+	if [[ $a =~ ^[0-9]+$ && $b =~ ^[0-9]+$ ]] && ((b > 0)); then
+		awk -v a="$a" -v b="$b" 'BEGIN{printf "%.2f", a/b}'
+	else
+		echo -
+	fi
+}
+
 echo
 echo "cutover bench-netns: $(date -u +%FT%TZ), $(nproc) CPUs ($(awk -F': ' '/model name/{print $2; exit}' /proc/cpuinfo)), kernel $(uname -r)"
-echo "${SIZE}-byte UDP, $FLOWS flows, ${DUR} s per path, $NB backends; generator on core $GEN_CPU"
-printf '%-46s %14s %14s %16s\n' PATH "OFFERED pps" "DELIVERED pps" "cutover/this"
+echo "${SIZE}-byte UDP, $FLOWS flows, ${DUR} s per path, $NB backends; generator on core $GEN_CPU; load average $LOAD_START at start, $LOAD_END at end"
+printf '%-54s %14s %14s %10s %10s\n' PATH "OFFERED pps" "DELIVERED pps" "/kernel" "/kernel_rps"
 for key in "${PATHS[@]}"; do
 	if [[ -z "${DEL[$key]}" ]]; then
-		printf '%-46s %s\n' "${NOTE[$key]}" "not measured (driver not built)"
+		printf '%-54s %s\n' "${NOTE[$key]}" "not measured (driver not built)"
 	elif [[ "${DEL[$key]}" == failed ]]; then
-		printf '%-46s %s\n' "${NOTE[$key]}" "failed (see log above)"
+		printf '%-54s %s\n' "${NOTE[$key]}" "failed (see log above)"
 	else
-		ratio=-
-		if [[ $key != cutover && -n "${DEL[cutover]:-}" && "${DEL[cutover]}" != failed && "${DEL[$key]}" -gt 0 ]]; then
-			ratio=$(awk -v a="${DEL[cutover]}" -v b="${DEL[$key]}" 'BEGIN{printf "%.2f", a/b}')
-		fi
-		printf '%-46s %14s %14s %16s\n' "${NOTE[$key]}" "${OFF[$key]}" "${DEL[$key]}" "$ratio"
+		printf '%-54s %14s %14s %10s %10s\n' "${NOTE[$key]}" "${OFF[$key]}" "${DEL[$key]}" \
+			"$(ratio "$key" kernel)" "$(ratio "$key" kernel_rps)"
 	fi
 done
