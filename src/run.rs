@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::control::config::{Config, Driver};
+use crate::control::config::{Config, Driver, Idle};
 use crate::control::health::{self, HealthChecker};
 use crate::control::plane::ControlPlane;
 use crate::dataplane::pipeline::{Pipeline, PipelineOptions};
@@ -355,14 +355,18 @@ fn spawn_worker<P: Port + Send + 'static>(
     let cell = Arc::clone(cell);
     let stop = Arc::clone(stop);
     let core = w % cores;
+    let idle = cfg.dataplane.idle;
     std::thread::Builder::new()
         .name(format!("cutover-w{w}"))
         .spawn(move || {
             if let Err(e) = affinity::pin_current_thread(core) {
                 tracing::warn!(worker = w, core, error = %e, "could not pin worker");
             }
-            let idle = IdleMode::Adaptive {
-                max_sleep: Duration::from_micros(500),
+            let idle = match idle {
+                Idle::Busy => IdleMode::Busy,
+                Idle::Adaptive => IdleMode::Adaptive {
+                    max_sleep: Duration::from_micros(500),
+                },
             };
             let port = worker::run(port, &cell, &mut pipe, &stop, BURST, idle, epoch);
             drop(port);

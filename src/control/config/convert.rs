@@ -13,12 +13,12 @@ use toml::Spanned;
 
 use super::raw::{
     val, RawAdmin, RawConfig, RawDataplane, RawDns, RawDriver, RawFamily, RawForwarding, RawHealth,
-    RawMetrics, RawPool, RawService, RawState,
+    RawIdle, RawMetrics, RawPool, RawService, RawState,
 };
 use super::values::{is_prime, Int};
 use super::{
     Admin, AdminListen, Config, Dataplane, Dns, DnsUpdate, Dpdk, Driver, Family, Forwarding,
-    HealthCheck, Metrics, Protocol, Service, State, VipPool, MAGLEV_TABLE_SIZE_MAX,
+    HealthCheck, Idle, Metrics, Protocol, Service, State, VipPool, MAGLEV_TABLE_SIZE_MAX,
 };
 
 /// A semantic error: what is wrong, and the byte span to point at.
@@ -220,6 +220,10 @@ fn dataplane(raw: RawDataplane) -> Result<Dataplane> {
             .as_ref()
             .map_or(Ok(1), |v| int(v, "workers", 1..=i64::MAX))?,
         forwarding: raw.forwarding.map_or(Forwarding::Ipip, forwarding),
+        idle: match raw.idle {
+            Some(RawIdle::Busy) => Idle::Busy,
+            Some(RawIdle::Adaptive) | None => Idle::Adaptive,
+        },
         encap_source_v4: raw.encap_source_v4.map(|a| a.0),
         encap_source_v6: raw.encap_source_v6.map(|a| a.0),
         mtu: raw

@@ -50,6 +50,8 @@ pub struct Dataplane {
     pub workers: usize,
     /// The default for services that do not set their own.
     pub forwarding: Forwarding,
+    /// Empty-poll behaviour of the workers; default adaptive.
+    pub idle: Idle,
     /// Outer source of IP-in-IP towards IPv4 backends; present whenever a
     /// service forwards by `ipip` to an IPv4 backend.
     pub encap_source_v4: Option<Ipv4Addr>,
@@ -80,6 +82,16 @@ pub enum Driver {
     AfXdp,
     Dpdk,
     Pcap,
+}
+
+/// What a worker does when a poll finds nothing (`[dataplane] idle`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Idle {
+    /// Spin on empty polls: lowest latency, the core stays at 100 %.
+    Busy,
+    /// Spin a while, then sleep in growing steps (up to 500 µs): gives a
+    /// quiet core back at the cost of some wake-up latency. The default.
+    Adaptive,
 }
 
 /// Direct server return flavour; see SPEC §1.

@@ -53,6 +53,7 @@ pub(super) struct RawDataplane {
     pub(super) interfaces: Option<Vec<Spanned<String>>>,
     pub(super) workers: Option<Spanned<Int>>,
     pub(super) forwarding: Option<RawForwarding>,
+    pub(super) idle: Option<RawIdle>,
     pub(super) encap_source_v4: Option<Parsed<Ipv4Addr>>,
     pub(super) encap_source_v6: Option<Parsed<Ipv6Addr>>,
     pub(super) mtu: Option<Spanned<Int>>,
@@ -71,6 +72,13 @@ pub(super) enum RawDriver {
     AfXdp,
     Dpdk,
     Pcap,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum RawIdle {
+    Busy,
+    Adaptive,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]

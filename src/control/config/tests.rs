@@ -99,6 +99,7 @@ fn minimal_gets_every_default() {
             interfaces: vec![],
             workers: 1,
             forwarding: Forwarding::Ipip,
+            idle: Idle::Adaptive,
             encap_source_v4: None,
             encap_source_v6: None,
             mtu: 1500,
@@ -291,7 +292,7 @@ fn unknown_key_in_every_section() {
     assert_eq!(
         error("[dataplane]\nmtu = 1500\n  bogus = 1\n"),
         "conf/cutover.toml:3:3: unknown field `bogus`, expected one of `driver`, `interfaces`, \
-         `workers`, `forwarding`, `encap_source_v4`, `encap_source_v6`, `mtu`, \
+         `workers`, `forwarding`, `idle`, `encap_source_v4`, `encap_source_v6`, `mtu`, \
          `tcp_idle_timeout`, `udp_idle_timeout`, `flow_table_size`, `maglev_table_size`, \
          `neighbors`, `dpdk`"
     );
@@ -617,4 +618,13 @@ proptest! {
             prop_assert!(line >= 1 && column >= 1);
         }
     }
+}
+
+#[test]
+fn idle_mode_is_adaptive_unless_busy_is_asked() {
+    let busy = ok("[dataplane]\nidle = \"busy\"\n");
+    assert_eq!(busy.dataplane.idle, Idle::Busy);
+    let adaptive = ok("[dataplane]\nidle = \"adaptive\"\n");
+    assert_eq!(adaptive.dataplane.idle, Idle::Adaptive);
+    assert!(error("[dataplane]\nidle = \"sleepy\"\n").starts_with("conf/cutover.toml:2:8:"));
 }
