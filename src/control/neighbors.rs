@@ -3,14 +3,15 @@
 //! The data plane needs the MAC address of every backend (`l2dsr`, and
 //! on-link `ipip` backends). Static entries come from
 //! `[dataplane.neighbors]`; the others are read from the kernel, off the
-//! fast path, about once a second: IPv4 from `/proc/net/arp`, IPv6 from
-//! `ip -6 neigh`. A backend the kernel does not know yet is solicited with
-//! one UDP datagram to its discard port, which makes the kernel resolve it;
-//! until then its packets are dropped as `no_neighbor`.
+//! fast path, about once a second, with one rtnetlink dump of both
+//! families (no process is spawned). A backend the kernel does not know yet
+//! is solicited with one UDP datagram to its discard port, which makes the
+//! kernel resolve it; until then its packets are dropped as `no_neighbor`.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::control::config::Config;
 use crate::snapshot::{Snapshot, SnapshotError, VersionEntry};
@@ -25,45 +26,31 @@ pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
     parts.next().is_none().then_some(mac)
 }
 
-/// Complete entries of `/proc/net/arp` text.
-pub fn parse_proc_arp(text: &str) -> HashMap<IpAddr, [u8; 6]> {
-    const ATF_COM: u32 = 0x2;
-    text.lines()
-        .skip(1)
-        .filter_map(|line| {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            let ip: IpAddr = f.first()?.parse().ok()?;
-            let flags = u32::from_str_radix(f.get(2)?.trim_start_matches("0x"), 16).ok()?;
-            let mac = parse_mac(f.get(3)?)?;
-            (flags & ATF_COM != 0 && mac != [0; 6]).then_some((ip, mac))
-        })
-        .collect()
-}
+/// When [`kernel_neighbors`] last logged a failed dump, in seconds since
+/// the Unix epoch (0: never); keeps a persistent failure to one warning a
+/// minute at a refresh a second.
+static LAST_WARNING: AtomicU64 = AtomicU64::new(0);
 
-/// Usable entries of `ip -6 neigh show` text (those with an `lladdr` and
-/// not FAILED).
-pub fn parse_ip_neigh(text: &str) -> HashMap<IpAddr, [u8; 6]> {
-    text.lines()
-        .filter_map(|line| {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            let ip: IpAddr = f.first()?.parse().ok()?;
-            let pos = f.iter().position(|w| *w == "lladdr")?;
-            let mac = parse_mac(f.get(pos + 1)?)?;
-            (!f.contains(&"FAILED")).then_some((ip, mac))
-        })
-        .collect()
-}
-
-/// The kernel's resolved neighbours, both families. Errors reading either
-/// source leave that family empty: the next refresh tries again.
+/// The kernel's resolved neighbours, both families, from one rtnetlink
+/// dump (see [`crate::io::neigh::dump`]). A failed dump gives an empty
+/// table: the next refresh tries again, and static entries still apply.
 pub fn kernel_neighbors() -> HashMap<IpAddr, [u8; 6]> {
-    let mut all = std::fs::read_to_string("/proc/net/arp")
-        .map(|t| parse_proc_arp(&t))
-        .unwrap_or_default();
-    if let Ok(out) = Command::new("ip").args(["-6", "neigh", "show"]).output() {
-        all.extend(parse_ip_neigh(&String::from_utf8_lossy(&out.stdout)));
-    }
-    all
+    crate::io::neigh::dump().unwrap_or_else(|e| {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let last = LAST_WARNING.load(Ordering::Relaxed);
+        if now.saturating_sub(last) >= 60
+            && LAST_WARNING
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(error = %e, "reading the kernel neighbour table failed");
+        } else {
+            tracing::debug!(error = %e, "reading the kernel neighbour table failed");
+        }
+        HashMap::new()
+    })
 }
 
 /// Asks the kernel to resolve `addr`: a one-byte datagram to the discard
@@ -124,32 +111,6 @@ pub fn solicit_unresolved(snap: &Snapshot) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn proc_arp_keeps_complete_entries_only() {
-        let text =
-            "IP address       HW type     Flags       HW address            Mask     Device\n\
-                    10.99.0.11       0x1         0x2         02:99:00:00:00:0b     *        eth0\n\
-                    10.99.0.12       0x1         0x0         00:00:00:00:00:00     *        eth0\n\
-                    garbage\n";
-        let m = parse_proc_arp(text);
-        assert_eq!(m.len(), 1);
-        assert_eq!(
-            m.get(&"10.99.0.11".parse().unwrap()),
-            Some(&[2, 0x99, 0, 0, 0, 0x0b])
-        );
-    }
-
-    #[test]
-    fn ip_neigh_skips_failed_and_incomplete() {
-        let text = "fd99::11 dev eth0 lladdr 02:99:00:00:00:0b REACHABLE\n\
-                    fd99::12 dev eth0 FAILED\n\
-                    fd99::13 dev eth0 lladdr 02:99:00:00:00:0d router STALE\n\
-                    fe80::1 dev eth0 INCOMPLETE\n";
-        let m = parse_ip_neigh(text);
-        assert_eq!(m.len(), 2);
-        assert!(m.contains_key(&"fd99::13".parse().unwrap()));
-    }
 
     #[test]
     fn mac_parsing_is_strict() {

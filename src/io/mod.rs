@@ -12,6 +12,7 @@ pub mod affinity;
 #[cfg(feature = "dpdk")]
 pub mod dpdk;
 pub mod memory;
+pub mod neigh;
 pub mod pcap;
 
 /// A source and sink of frames, polled in bursts by one worker.
