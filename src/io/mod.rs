@@ -12,6 +12,7 @@ pub mod affinity;
 #[cfg(feature = "dpdk")]
 pub mod dpdk;
 pub mod memory;
+mod mmap;
 pub mod neigh;
 pub mod pcap;
 

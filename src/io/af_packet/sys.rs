@@ -9,16 +9,9 @@
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
-use std::ptr::NonNull;
 
-/// A memory region shared with the kernel (or faked). The region stays
-/// valid, at the same address, until the value is dropped.
-pub(crate) trait Mapping {
-    /// First byte of the region; aligned to at least 8 bytes.
-    fn as_ptr(&self) -> NonNull<u8>;
-    /// Length of the region in bytes.
-    fn len(&self) -> usize;
-}
+use crate::io::mmap::cvt;
+pub(crate) use crate::io::mmap::{Mapping, MmapRegion};
 
 /// The few system calls the driver needs.
 pub(crate) trait Sys {
@@ -59,46 +52,6 @@ pub(crate) trait Sys {
 /// The real system calls.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct LinuxSys;
-
-/// An `mmap`ed ring region; unmapped on drop.
-#[derive(Debug)]
-pub(crate) struct MmapRegion {
-    ptr: NonNull<u8>,
-    len: usize,
-}
-
-impl Mapping for MmapRegion {
-    fn as_ptr(&self) -> NonNull<u8> {
-        self.ptr
-    }
-
-    fn len(&self) -> usize {
-        self.len
-    }
-}
-
-impl Drop for MmapRegion {
-    fn drop(&mut self) {
-        // SAFETY: `ptr`/`len` are exactly what a successful mmap returned,
-        // and the region is unmapped only here, once. The rings that point
-        // into it are owned by the same port and dropped with it.
-        unsafe {
-            libc::munmap(self.ptr.as_ptr().cast(), self.len);
-        }
-    }
-}
-
-// SAFETY: the region is plain shared memory; the port that owns it is the
-// only user, and moving it to another thread (a worker) is fine.
-unsafe impl Send for MmapRegion {}
-
-fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
-    if ret < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(ret)
-    }
-}
 
 fn setsockopt_raw<T>(
     fd: BorrowedFd<'_>,
@@ -151,26 +104,7 @@ impl Sys for LinuxSys {
     }
 
     fn map_rings(&self, fd: BorrowedFd<'_>, len: usize) -> io::Result<MmapRegion> {
-        // SAFETY: a fresh shared mapping of the socket's rings; the kernel
-        // checks `len` against the configured rings and inserts the ring
-        // pages (already pinned kernel memory) at once. The result is
-        // checked before use and owned by the returned `MmapRegion`.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd.as_raw_fd(),
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        let ptr = NonNull::new(ptr.cast::<u8>())
-            .ok_or_else(|| io::Error::other("mmap returned a null pointer"))?;
-        Ok(MmapRegion { ptr, len })
+        MmapRegion::map(fd.as_raw_fd(), len, libc::MAP_SHARED, 0)
     }
 
     fn bind_interface(&self, fd: BorrowedFd<'_>, ifindex: u32) -> io::Result<()> {

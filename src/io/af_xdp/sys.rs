@@ -13,7 +13,9 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
-use std::ptr::NonNull;
+
+use crate::io::mmap::cvt;
+pub(crate) use crate::io::mmap::{Mapping, MmapRegion};
 
 /// `SOL_XDP`, the socket option level of AF_XDP.
 pub(crate) const SOL_XDP: libc::c_int = 283;
@@ -113,16 +115,6 @@ pub(crate) struct XdpStatistics {
     pub(crate) tx_ring_empty_descs: u64,
 }
 
-/// A memory region shared with the kernel (or faked). The region stays
-/// valid, at the same address, until the value is dropped.
-pub(crate) trait Mapping {
-    /// First byte of the region; page aligned for real mappings, at least
-    /// 8-byte aligned for fakes.
-    fn as_ptr(&self) -> NonNull<u8>;
-    /// Length of the region in bytes.
-    fn len(&self) -> usize;
-}
-
 /// The few system calls the socket side of the driver needs.
 pub(crate) trait Sys {
     /// A memory map (UMEM or ring).
@@ -157,46 +149,6 @@ pub(crate) trait Sys {
 /// The real system calls.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct LinuxSys;
-
-/// An `mmap`ed region (UMEM or ring); unmapped on drop.
-#[derive(Debug)]
-pub(crate) struct MmapRegion {
-    ptr: NonNull<u8>,
-    len: usize,
-}
-
-impl Mapping for MmapRegion {
-    fn as_ptr(&self) -> NonNull<u8> {
-        self.ptr
-    }
-
-    fn len(&self) -> usize {
-        self.len
-    }
-}
-
-impl Drop for MmapRegion {
-    fn drop(&mut self) {
-        // SAFETY: `ptr`/`len` are exactly what a successful mmap returned,
-        // and the region is unmapped only here, once. The rings and frames
-        // that point into it belong to the same port and die with it.
-        unsafe {
-            libc::munmap(self.ptr.as_ptr().cast(), self.len);
-        }
-    }
-}
-
-// SAFETY: the region is plain shared memory; the port that owns it is its
-// only user in this process, and moving it to a worker thread is fine.
-unsafe impl Send for MmapRegion {}
-
-fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
-    if ret < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(ret)
-    }
-}
 
 fn socklen<T>() -> io::Result<libc::socklen_t> {
     libc::socklen_t::try_from(std::mem::size_of::<T>())
@@ -237,28 +189,6 @@ fn getsockopt_raw<T: Default>(fd: BorrowedFd<'_>, name: libc::c_int) -> io::Resu
         )
     })?;
     Ok(value)
-}
-
-fn mmap(fd: libc::c_int, len: usize, flags: libc::c_int, off: i64) -> io::Result<MmapRegion> {
-    // SAFETY: a fresh shared mapping chosen by the kernel (no address
-    // hint), so it aliases no memory of the program; the result is checked
-    // before use and unmapped by MmapRegion's Drop.
-    let ptr = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            flags,
-            fd,
-            off,
-        )
-    };
-    if ptr == libc::MAP_FAILED {
-        return Err(io::Error::last_os_error());
-    }
-    let ptr =
-        NonNull::new(ptr.cast::<u8>()).ok_or_else(|| io::Error::other("mmap returned null"))?;
-    Ok(MmapRegion { ptr, len })
 }
 
 fn wake(fd: BorrowedFd<'_>, tx: bool) -> io::Result<()> {
@@ -304,7 +234,7 @@ impl Sys for LinuxSys {
     }
 
     fn map_umem(&self, len: usize) -> io::Result<MmapRegion> {
-        mmap(-1, len, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, 0)
+        MmapRegion::map(-1, len, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, 0)
     }
 
     fn register_umem(&self, fd: BorrowedFd<'_>, reg: &XdpUmemReg) -> io::Result<()> {
@@ -320,7 +250,7 @@ impl Sys for LinuxSys {
     }
 
     fn map_ring(&self, fd: BorrowedFd<'_>, pgoff: i64, len: usize) -> io::Result<MmapRegion> {
-        mmap(
+        MmapRegion::map(
             fd.as_raw_fd(),
             len,
             libc::MAP_SHARED | libc::MAP_POPULATE,
