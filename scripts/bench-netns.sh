@@ -4,13 +4,15 @@
 # (nftables DNAT), on the one-armed topology of scripts/netns.sh (prefix
 # "bn", 3 backends).
 #
-#   sudo scripts/bench-netns.sh [-d SECONDS] [-f FLOWS] [-s SIZE] [-p PATHS]
+#   sudo scripts/bench-netns.sh [-d SECONDS] [-f FLOWS] [-s SIZE] [-p PATHS] [-B BINDIR]
 #
 #   -d  seconds of traffic per path (default 10, 4..120)
 #   -f  flows, distinct UDP source ports (default 256)
 #   -s  frame size on the wire, FCS included (default 64)
 #   -p  comma-separated paths, run in this order (default
 #       af_packet,af_xdp,dpdk,kernel,kernel_rps)
+#   -B  use the release binaries (cutover, cutover-pktgen) in BINDIR as they
+#       are, without building (e.g. to measure another tree's build)
 #
 # The generator (cutover-pktgen) in bn<pid>-client sends UDP to 198.18.0.10:9999
 # via the lb's MAC, pinned to the last core; the LB is pinned to core 0.
@@ -38,14 +40,16 @@ LB_MAC=02:99:00:00:00:02
 T=20 # seconds per setup command
 
 SEL=af_packet,af_xdp,dpdk,kernel,kernel_rps
+PREBUILT=
 
-while getopts "d:f:s:p:h" o; do
+while getopts "d:f:s:p:B:h" o; do
 	case $o in
 	d) DUR=$OPTARG ;;
 	f) FLOWS=$OPTARG ;;
 	s) SIZE=$OPTARG ;;
 	p) SEL=$OPTARG ;;
-	*) sed -n '2,25p' "$0"; exit 2 ;;
+	B) PREBUILT=$OPTARG ;;
+	*) sed -n '2,27p' "$0"; exit 2 ;;
 	esac
 done
 IFS=, read -ra SELECTED <<<"$SEL"
@@ -63,6 +67,10 @@ done
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=$ROOT/target/release
+if [[ -n $PREBUILT ]]; then
+	BIN=$(cd "$PREBUILT" && pwd)
+	[[ -x $BIN/cutover && -x $BIN/cutover-pktgen ]] || { echo "-B: no cutover, cutover-pktgen in $PREBUILT" >&2; exit 2; }
+fi
 NCPU=$(nproc)
 LB_CPU=0
 GEN_CPU=$((NCPU - 1))
@@ -92,8 +100,12 @@ trap 'exit 130' INT TERM
 FEATURES=()
 HAVE_DPDK=0
 if pkg-config --exists libdpdk 2>/dev/null; then FEATURES=(--features dpdk); HAVE_DPDK=1; fi
-log "building release binaries ${FEATURES[*]}"
-(cd "$ROOT" && timeout 1800 cargo build --release --locked "${FEATURES[@]}" --bins)
+if [[ -z $PREBUILT ]]; then
+	log "building release binaries ${FEATURES[*]}"
+	(cd "$ROOT" && timeout 1800 cargo build --release --locked "${FEATURES[@]}" --bins)
+else
+	log "using the binaries in $BIN as they are"
+fi
 command -v nft >/dev/null || { echo "bench-netns.sh: nft missing (scripts/install-deps.sh installs nftables)" >&2; exit 1; }
 
 log "building topology $P with $NB backends"
