@@ -43,7 +43,6 @@ fn small_opts() -> AfXdpOptions {
         comp_size: 256,
         rx_size: 256,
         tx_size: 256,
-        pool_size: 256,
         ..AfXdpOptions::default()
     }
 }

@@ -11,13 +11,16 @@
 //! [`VipFilter`] every port of the interface shares; the control plane
 //! calls [`VipFilter::set_vips`] whenever the snapshot's VIP set changes.
 //!
-//! This first version copies: a received frame is copied from its UMEM
-//! frame into a preallocated [`PacketBuf`] and the UMEM frame goes straight
-//! back to the fill ring; a sent frame is copied into a free UMEM frame.
-//! Handing UMEM frames to the pipeline without a copy is a follow-up (it
-//! needs a `FrameBuf` over UMEM memory). The copy is a few hundred
-//! nanoseconds per frame; on veth, where AF_XDP runs in copy mode anyway,
-//! it is not the bottleneck.
+//! Frames are not copied between the rings and the pipeline: a received
+//! UMEM frame is lent to the pipeline as an [`XdpFrame`] and rewritten in
+//! place (an IP-in-IP header goes into the kernel's XDP headroom in front
+//! of it); a forwarded frame's chunk goes to the TX ring as it is and back
+//! to the free list when the kernel completes it; a dropped frame goes
+//! back to the free list at once, and from there to the fill ring at the
+//! next burst. Only frames the pipeline creates itself (a second IPv4
+//! fragment) are copied, into a free UMEM frame from [`Port::alloc`].
+//! Every chunk is in exactly one place: the free list, a ring, or lent
+//! out as one `XdpFrame` (the type is neither `Clone` nor `Send`).
 //!
 //! The rings are driven in bursts with cached indices, so the fast path
 //! makes no system call per packet: a `sendto` kick per TX burst (only
@@ -32,18 +35,21 @@
 //! walking in `ring`, the system calls behind the `sys` seam.
 #![allow(unsafe_code)]
 
+mod frame;
 mod program;
 mod ring;
 mod sys;
 
 use std::io;
+use std::mem::ManuallyDrop;
 use std::os::fd::{AsFd, OwnedFd};
 use std::ptr::NonNull;
 use std::sync::Arc;
 
-use crate::dataplane::frame::{FrameBuf, PacketBuf};
+use crate::dataplane::frame::FrameBuf;
 use crate::io::Port;
 
+pub use frame::{XdpFrame, DATA_OFFSET};
 pub use program::{VipFilter, MAX_VIPS};
 use ring::{ConsRing, ProdRing};
 use sys::{LinuxSys, Mapping, SockaddrXdp, Sys, XdpDesc, XdpUmemReg};
@@ -102,9 +108,6 @@ pub struct AfXdpOptions {
     /// Ask the kernel to flag when it needs a system call
     /// (`XDP_USE_NEED_WAKEUP`, default on); off, every TX burst kicks.
     pub need_wakeup: bool,
-    /// [`PacketBuf`]s preallocated for received and generated frames
-    /// (default 4096).
-    pub pool_size: usize,
 }
 
 impl Default for AfXdpOptions {
@@ -119,7 +122,6 @@ impl Default for AfXdpOptions {
             xdp_mode: XdpMode::Auto,
             bind_mode: BindMode::Auto,
             need_wakeup: true,
-            pool_size: 4096,
         }
     }
 }
@@ -174,14 +176,15 @@ pub enum AfXdpError {
 pub struct AfXdpStats {
     /// Frames received and handed to the pipeline.
     pub rx_packets: u64,
-    /// Received frames dropped for their length (empty, or longer than a
-    /// [`PacketBuf`] or the UMEM frame).
+    /// Received frames dropped for their length (shorter than an
+    /// Ethernet header, or outside their UMEM frame).
     pub rx_bad_len: u64,
     /// `recvfrom` wake-ups asked for by the kernel.
     pub rx_wakeups: u64,
     /// Frames queued in the TX ring.
     pub tx_packets: u64,
-    /// Frames dropped because they do not fit a UMEM frame.
+    /// Frames dropped because they are empty or, copied from another
+    /// port, do not fit a UMEM frame.
     pub tx_bad_len: u64,
     /// Kicks (`sendto`) made.
     pub tx_kicks: u64,
@@ -192,7 +195,7 @@ pub struct AfXdpStats {
 
 /// A worker's AF_XDP socket on one queue of one interface.
 ///
-/// Owns the socket, its UMEM and rings and the buffer pool, and holds the
+/// Owns the socket, its UMEM and rings, and holds the
 /// interface's [`VipFilter`]: the XDP program stays attached while any
 /// port (or the control plane) holds it.
 pub struct AfXdpPort {
@@ -283,29 +286,31 @@ impl AfXdpPort {
 }
 
 impl Port for AfXdpPort {
-    type Buf = PacketBuf;
+    type Buf = XdpFrame;
 
-    fn rx_burst(&mut self, out: &mut Vec<PacketBuf>, max: usize) -> io::Result<usize> {
+    /// Lends up to `max` received UMEM frames, in place.
+    fn rx_burst(&mut self, out: &mut Vec<XdpFrame>, max: usize) -> io::Result<usize> {
         self.inner.rx_burst(out, max)
     }
 
-    /// Copies the frames at the front of `pkts` into UMEM frames, queues
-    /// them in the TX ring and kicks the kernel once if it asks. Frames
-    /// too long for a UMEM frame are dropped (counted in `tx_bad_len`) and
-    /// leave `pkts` too; what stays in `pkts` did not fit (TX ring full or
-    /// no free UMEM frame). Returns the number queued. An error means the
+    /// Queues the frames at the front of `pkts` in the TX ring as they are
+    /// (a frame of another port is copied into a free UMEM frame) and
+    /// kicks the kernel once if it asks. Empty frames are dropped (counted
+    /// in `tx_bad_len`) and leave `pkts` too; what stays in `pkts` did not
+    /// fit (TX ring full). Returns the number queued. An error means the
     /// kick failed for a reason other than a busy device: the frames stay
     /// queued and go with the next kick.
-    fn tx_burst(&mut self, pkts: &mut Vec<PacketBuf>) -> io::Result<usize> {
+    fn tx_burst(&mut self, pkts: &mut Vec<XdpFrame>) -> io::Result<usize> {
         self.inner.tx_burst(pkts)
     }
 
-    fn free(&mut self, buf: PacketBuf) {
+    fn free(&mut self, buf: XdpFrame) {
         self.inner.give_back(buf);
     }
 
-    fn alloc(&mut self) -> Option<PacketBuf> {
-        self.inner.pool.pop()
+    /// A free UMEM frame, empty, with [`DATA_OFFSET`] bytes of headroom.
+    fn alloc(&mut self) -> Option<XdpFrame> {
+        self.inner.alloc()
     }
 }
 
@@ -337,9 +342,6 @@ fn check(o: &AfXdpOptions) -> Result<(), AfXdpError> {
             o.frame_count
         )));
     }
-    if o.pool_size == 0 {
-        return Err(invalid("pool_size must be positive"));
-    }
     Ok(())
 }
 
@@ -351,10 +353,11 @@ struct Engine<S: Sys> {
     tx: ProdRing<XdpDesc>,
     /// Addresses of the UMEM frames that are ours and idle.
     frames: Vec<u64>,
-    pool: Vec<PacketBuf>,
-    pool_size: usize,
+    /// Frames lent out as `XdpFrame`s and not given back yet.
+    lent: usize,
     frame_size: u32,
-    /// Idle frames never given to the fill ring, kept for transmission.
+    /// Idle frames never given to the fill ring, kept for frames the
+    /// pipeline creates (`alloc`) and copies from other ports.
     tx_reserve: usize,
     umem_base: NonNull<u8>,
     umem_len: usize,
@@ -372,7 +375,39 @@ struct Engine<S: Sys> {
     ring_maps: Vec<S::Map>,
     fd: OwnedFd,
     #[allow(dead_code)]
-    umem: S::Map,
+    umem: Umem<S::Map>,
+}
+
+/// The UMEM mapping, unmapped on drop unless the engine leaks it.
+struct Umem<M> {
+    map: ManuallyDrop<M>,
+    leak: bool,
+}
+
+impl<M> Drop for Umem<M> {
+    fn drop(&mut self) {
+        if !self.leak {
+            // SAFETY: dropped once, here; `map` is not used afterwards.
+            unsafe { ManuallyDrop::drop(&mut self.map) };
+        }
+    }
+}
+
+impl<S: Sys> Drop for Engine<S> {
+    /// A frame still lent out points into the UMEM: keep the memory
+    /// mapped (leaked) so it never dangles. Only a worker that drops
+    /// frames instead of giving them back gets here.
+    fn drop(&mut self) {
+        if self.lent > 0 {
+            tracing::warn!(
+                ifname = self.ifname,
+                queue = self.queue,
+                lent = self.lent,
+                "AF_XDP port closed with frames lent out: UMEM left mapped"
+            );
+            self.umem.leak = true;
+        }
+    }
 }
 
 // SAFETY: `umem_base` points into `umem`, owned by the engine; the engine
@@ -386,7 +421,7 @@ impl<S: Sys> std::fmt::Debug for Engine<S> {
             .field("queue", &self.queue)
             .field("zero_copy", &self.zero_copy)
             .field("frames_free", &self.frames.len())
-            .field("pool_free", &self.pool.len())
+            .field("frames_lent", &self.lent)
             .field("stats", &self.stats)
             .finish_non_exhaustive()
     }
@@ -539,15 +574,13 @@ impl<S: Sys> Engine<S> {
         )
         .map_err(setup("bind"))?;
         let zero_copy = sys.zero_copy(fd.as_fd()).map_err(setup("XDP_OPTIONS"))?;
-        let pool = (0..opts.pool_size).map(|_| PacketBuf::new()).collect();
         Ok(Engine {
             fill,
             comp,
             rx,
             tx,
             frames,
-            pool,
-            pool_size: opts.pool_size,
+            lent: 0,
             frame_size: opts.frame_size,
             tx_reserve: opts.tx_size as usize,
             umem_base,
@@ -561,7 +594,10 @@ impl<S: Sys> Engine<S> {
             sys,
             ring_maps: vec![fill_map, comp_map, rx_map, tx_map],
             fd,
-            umem,
+            umem: Umem {
+                map: ManuallyDrop::new(umem),
+                leak: false,
+            },
         })
     }
 
@@ -580,43 +616,42 @@ impl<S: Sys> Engine<S> {
         (end <= self.umem_len && end <= frame_end).then_some((start, len))
     }
 
-    fn rx_burst(&mut self, out: &mut Vec<PacketBuf>, max: usize) -> io::Result<usize> {
+    fn rx_burst(&mut self, out: &mut Vec<XdpFrame>, max: usize) -> io::Result<usize> {
         self.reap_completions();
         if self.tx_pending {
             self.kick()?;
         }
-        let want = u32::try_from(max.min(self.pool.len())).unwrap_or(u32::MAX);
+        // Frames completed or dropped since the last burst feed the kernel
+        // before we take more from it.
+        self.refill();
+        let want = u32::try_from(max).unwrap_or(u32::MAX);
         let n = self.rx.available(want);
         let mut got = 0;
         for i in 0..n {
             let d = self.rx.read(i);
-            let mut ok = false;
-            if let (Some((start, len)), Some(mut buf)) =
-                (self.umem_range(d.addr, d.len), self.pool.pop())
-            {
-                // SAFETY: `umem_range` checked the range against the UMEM
-                // mapping; the kernel published this frame in the RX ring
-                // (read after an Acquire of the producer index) and does
-                // not write it again until we put it in the fill ring.
-                let frame =
-                    unsafe { std::slice::from_raw_parts(self.umem_base.as_ptr().add(start), len) };
-                if len >= 14 && buf.copy_from(frame) {
-                    out.push(buf);
-                    ok = true;
-                    got += 1;
-                } else {
-                    self.pool.push(buf);
+            let chunk = self.chunk(d.addr);
+            let start = u32::try_from(d.addr - chunk).unwrap_or(u32::MAX);
+            if d.len >= 14 && self.umem_range(d.addr, d.len).is_some() {
+                // SAFETY: `umem_range` checked the frame against the UMEM
+                // mapping and its chunk; the kernel published the chunk in
+                // the RX ring (read after an Acquire of the producer index)
+                // and does not touch it until we give it back, and it is in
+                // no other ring nor the free list. The mapping outlives the
+                // frame (`Engine`'s drop leaks it while frames are lent).
+                out.push(unsafe {
+                    XdpFrame::new(self.umem_base, chunk, start, d.len, self.frame_size)
+                });
+                got += 1;
+            } else {
+                self.stats.rx_bad_len += 1;
+                if self.umem_range(chunk, self.frame_size).is_some() {
+                    self.frames.push(chunk);
                 }
             }
-            if !ok {
-                self.stats.rx_bad_len += 1;
-            }
-            let chunk = self.chunk(d.addr);
-            self.frames.push(chunk);
         }
         self.rx.release(n);
+        self.lent += got;
         self.stats.rx_packets += got as u64;
-        self.refill();
         if n == 0 && self.need_wakeup && self.fill.needs_wakeup() {
             self.stats.rx_wakeups += 1;
             match self.sys.wake_rx(self.fd.as_fd()) {
@@ -659,23 +694,21 @@ impl<S: Sys> Engine<S> {
         self.comp.release(n);
     }
 
-    fn tx_burst(&mut self, pkts: &mut Vec<PacketBuf>) -> io::Result<usize> {
+    fn tx_burst(&mut self, pkts: &mut Vec<XdpFrame>) -> io::Result<usize> {
         self.reap_completions();
         let want = u32::try_from(pkts.len()).unwrap_or(u32::MAX);
-        let slots = self
-            .tx
-            .free(want)
-            .min(u32::try_from(self.frames.len()).unwrap_or(u32::MAX));
+        let slots = self.tx.free(want);
         let mut queued = 0u32;
         let mut consumed = 0;
         for pkt in pkts.iter() {
-            let bytes = pkt.bytes();
-            let Ok(len) = u32::try_from(bytes.len()) else {
+            let Ok(len) = u32::try_from(pkt.len()) else {
                 self.stats.tx_bad_len += 1;
                 consumed += 1;
                 continue;
             };
             if len == 0 || len > self.frame_size {
+                // The kernel would skip the descriptor without completing
+                // it, and the chunk would be lost.
                 self.stats.tx_bad_len += 1;
                 consumed += 1;
                 continue;
@@ -683,25 +716,27 @@ impl<S: Sys> Engine<S> {
             if queued == slots {
                 break;
             }
-            let Some(addr) = self.frames.pop() else { break };
-            match self.umem_range(addr, len) {
-                Some((start, n)) => {
-                    // SAFETY: the frame at `addr` is idle and ours (from
-                    // the free list, not in any ring); `umem_range` checked
-                    // the range against the mapping.
-                    unsafe {
-                        std::ptr::copy_nonoverlapping(
-                            bytes.as_ptr(),
-                            self.umem_base.as_ptr().add(start),
-                            n,
-                        );
-                    }
-                }
-                None => {
+            let addr = if pkt.umem() == self.umem_base {
+                pkt.addr()
+            } else {
+                // Another port's frame: copy it into one of ours.
+                let Some(addr) = self.frames.pop() else { break };
+                let Some((start, n)) = self.umem_range(addr, len) else {
                     self.frames.push(addr);
                     break;
+                };
+                // SAFETY: the frame at `addr` is idle and ours (from the
+                // free list, in no ring); `umem_range` checked the range
+                // against the mapping; `pkt` is in another UMEM.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        pkt.bytes().as_ptr(),
+                        self.umem_base.as_ptr().add(start),
+                        n,
+                    );
                 }
-            }
+                addr
+            };
             self.tx.write(
                 queued,
                 XdpDesc {
@@ -715,7 +750,13 @@ impl<S: Sys> Engine<S> {
         }
         self.tx.submit(queued);
         for buf in pkts.drain(..consumed) {
-            self.give_back(buf);
+            if buf.umem() == self.umem_base && !buf.is_empty() {
+                // In the TX ring now: the kernel gives the chunk back
+                // through the completion ring.
+                self.lent -= 1;
+            } else {
+                self.give_back(buf);
+            }
         }
         self.stats.tx_packets += u64::from(queued);
         if queued > 0 {
@@ -757,12 +798,32 @@ impl<S: Sys> Engine<S> {
         }
     }
 
-    /// Returns a buffer to the pool; a buffer beyond the pool's size (one
-    /// the pool never handed out) is dropped so the pool never reallocates.
-    fn give_back(&mut self, buf: PacketBuf) {
-        if self.pool.len() < self.pool_size {
-            self.pool.push(buf);
+    /// Takes back a frame that will not be sent: its chunk goes to the
+    /// free list (and to the fill ring at the next burst). A frame of
+    /// another port is not ours to reuse and is let go.
+    fn give_back(&mut self, buf: XdpFrame) {
+        if buf.umem() == self.umem_base {
+            self.frames.push(buf.chunk());
+            self.lent -= 1;
         }
+    }
+
+    /// Lends a free chunk as an empty frame with [`DATA_OFFSET`] headroom.
+    fn alloc(&mut self) -> Option<XdpFrame> {
+        let chunk = self.frames.pop()?;
+        self.lent += 1;
+        // SAFETY: the chunk came from the free list, so it is ours and in
+        // no ring; it is inside the mapping (every free-list entry is a
+        // chunk base of the UMEM), which outlives the frame (see `Drop`).
+        Some(unsafe {
+            XdpFrame::new(
+                self.umem_base,
+                chunk,
+                DATA_OFFSET.min(self.frame_size),
+                0,
+                self.frame_size,
+            )
+        })
     }
 }
 
