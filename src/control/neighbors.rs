@@ -12,10 +12,12 @@
 //! then the backend's packets are dropped as `no_neighbor`, and why is
 //! logged once per backend.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr, SocketAddrV6, UdpSocket};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
+
+use ipnet::IpNet;
 
 use crate::control::config::Config;
 use crate::control::nexthop::{KernelView, Resolver, Route};
@@ -67,12 +69,12 @@ pub fn kernel_neighbors() -> HashMap<IpAddr, [u8; 6]> {
 
 /// The kernel's neighbours and the on-link prefixes of `interfaces` (see
 /// [`crate::io::ifaddr::prefixes_of`]). A failed address dump keeps the
-/// prefixes of `last`: addresses rarely change, and forgetting them would
+/// `last` prefixes: addresses rarely change, and forgetting them would
 /// send on-link backends to the gateway.
-pub fn kernel_view(interfaces: &[String], last: &KernelView) -> KernelView {
+pub fn kernel_view(interfaces: &[String], last: &[IpNet]) -> KernelView {
     let prefixes = crate::io::ifaddr::prefixes_of(interfaces).unwrap_or_else(|e| {
         warn_rarely(1, "interface addresses", &e);
-        last.prefixes.clone()
+        last.to_vec()
     });
     KernelView {
         neighbors: kernel_neighbors(),
@@ -148,51 +150,151 @@ pub fn refresh(
 
 /// Solicits the next hop of every backend of `snap` that is still
 /// unresolved (once per call; the control plane calls it about once a
-/// second), and logs once per backend why it is unresolved. `explained`
-/// remembers what was logged, by backend; a resolved backend is
-/// forgotten, so it is reported again if it loses its next hop.
+/// second), and logs why once (see [`unresolved_next_hops`]).
 pub fn solicit_unresolved(
     cfg: &Config,
     snap: &Snapshot,
     kernel: &KernelView,
-    explained: &mut HashMap<IpAddr, Route>,
+    explained: &mut HashSet<(IpAddr, Route)>,
 ) {
-    let resolver = Resolver::new(cfg, kernel);
     let scope = cfg
         .dataplane
         .interfaces
         .first()
         .and_then(|n| crate::io::ifaddr::ifindex(n))
         .unwrap_or(0);
-    let mut asked = std::collections::HashSet::new();
-    let mut unresolved = std::collections::HashSet::new();
+    for at in unresolved_next_hops(cfg, snap, kernel, explained) {
+        solicit(at, scope);
+    }
+}
+
+/// The addresses to resolve for the backends of `snap` without a next
+/// hop (each once: a backend's own, or its gateway's), logging once per
+/// backend and route why it is unresolved. `explained` remembers what was
+/// logged; a backend that resolves is forgotten, so it is reported again
+/// if it loses its next hop. (One address may be a backend of an `ipip`
+/// and of an `l2dsr` service, with a different route in each.)
+pub fn unresolved_next_hops(
+    cfg: &Config,
+    snap: &Snapshot,
+    kernel: &KernelView,
+    explained: &mut HashSet<(IpAddr, Route)>,
+) -> Vec<IpAddr> {
+    let resolver = Resolver::new(cfg, kernel);
+    let mut ask = Vec::new();
+    let mut unresolved = HashSet::new();
     for v in snap.versions() {
         let Some(service) = snap.service(v.service) else {
             continue;
         };
         for b in v.backends.iter().filter(|b| b.next_hop.is_none()) {
-            unresolved.insert(b.addr);
             let route = resolver.route(service.forwarding, b.addr);
-            if explained.get(&b.addr) != Some(&route) {
-                explained.insert(b.addr, route);
+            unresolved.insert((b.addr, route));
+            if explained.insert((b.addr, route)) {
                 match resolver.explain(route, b.addr) {
                     (why, true) => tracing::warn!(backend = %b.addr, "{why}"),
                     (why, false) => tracing::info!(backend = %b.addr, "{why}"),
                 }
             }
             if let Some(at) = route.resolve_at(b.addr) {
-                if asked.insert(at) {
-                    solicit(at, scope);
+                if !ask.contains(&at) {
+                    ask.push(at);
                 }
             }
         }
     }
-    explained.retain(|addr, _| unresolved.contains(addr));
+    explained.retain(|key| unresolved.contains(key));
+    ask
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refresh_sends_off_link_ipip_backends_to_the_gateway() {
+        let text = r#"[dataplane]
+encap_source_v4 = "10.0.0.2"
+gateway_v4 = "10.0.0.1"
+
+[[vip_pool]]
+name = "public"
+prefixes = ["203.0.113.0/28"]
+
+[[service]]
+name = "tunnel"
+pool = "public"
+ports = ["tcp/80"]
+backends = ["10.0.0.11", "10.7.0.11"]
+
+[[service]]
+name = "direct"
+pool = "public"
+ports = ["tcp/81"]
+forwarding = "l2dsr"
+backends = ["10.0.0.11", "10.7.0.11"]
+"#;
+        let cfg = crate::control::config::parse(std::path::Path::new("t.toml"), text).unwrap();
+        let snap = crate::control::bootstrap::initial_snapshot(&cfg).unwrap();
+        let gw = [2, 0, 0, 0, 0, 1];
+        let b1 = [2, 0, 0, 0, 0, 0x11];
+        let mut view = KernelView {
+            neighbors: [
+                ("10.0.0.1".parse().unwrap(), gw),
+                ("10.0.0.11".parse().unwrap(), b1),
+            ]
+            .into_iter()
+            .collect(),
+            prefixes: vec!["10.0.0.0/24".parse().unwrap()],
+        };
+        let next = refresh(&cfg, &snap, &view)
+            .unwrap()
+            .expect("next hops changed");
+        assert_eq!(next.generation, snap.generation + 1);
+        let hops = |s: &Snapshot, service: u32| -> Vec<Option<[u8; 6]>> {
+            let v = s.versions().find(|v| v.service == service).unwrap();
+            v.backends.iter().map(|b| b.next_hop).collect()
+        };
+        assert_eq!(hops(&next, 0), [Some(b1), Some(gw)]);
+        // l2dsr: the off-link backend is not sent to the gateway.
+        assert_eq!(hops(&next, 1), [Some(b1), None]);
+        // Nothing changed: no copy.
+        assert!(refresh(&cfg, &next, &view).unwrap().is_none());
+        // The gateway's MAC changes: the off-link backend follows.
+        let gw2 = [2, 0, 0, 0, 0, 2];
+        view.neighbors.insert("10.0.0.1".parse().unwrap(), gw2);
+        let again = refresh(&cfg, &next, &view).unwrap().expect("changed");
+        assert_eq!(hops(&again, 0), [Some(b1), Some(gw2)]);
+        // The gateway is forgotten by the kernel: unresolved again.
+        view.neighbors.remove(&"10.0.0.1".parse().unwrap());
+        let lost = refresh(&cfg, &again, &view).unwrap().expect("changed");
+        assert_eq!(hops(&lost, 0), [Some(b1), None]);
+        let mut explained = HashSet::new();
+        let ask = unresolved_next_hops(&cfg, &lost, &view, &mut explained);
+        // The gateway for the ipip service, the backend itself for l2dsr.
+        let far: IpAddr = "10.7.0.11".parse().unwrap();
+        assert_eq!(ask, ["10.0.0.1".parse::<IpAddr>().unwrap(), far]);
+        let expect: HashSet<(IpAddr, Route)> = [
+            (far, Route::Gateway("10.0.0.1".parse().unwrap())),
+            (far, Route::L2dsrOffLink),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(explained, expect);
+        // Logged once: a second pass adds nothing.
+        unresolved_next_hops(&cfg, &lost, &view, &mut explained);
+        assert_eq!(explained, expect);
+        // The gateway resolves: the ipip entry is forgotten, so a later
+        // loss is reported again; the l2dsr one stays unresolved.
+        view.neighbors.insert("10.0.0.1".parse().unwrap(), gw);
+        let back = refresh(&cfg, &lost, &view).unwrap().expect("changed");
+        let ask = unresolved_next_hops(&cfg, &back, &view, &mut explained);
+        assert_eq!(ask, [far]);
+        assert_eq!(
+            explained.into_iter().collect::<Vec<_>>(),
+            [(far, Route::L2dsrOffLink)]
+        );
+    }
 
     #[test]
     fn mac_parsing_is_strict() {

@@ -46,7 +46,7 @@ impl KernelView {
 }
 
 /// How one backend is reached, before its MAC is looked up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Route {
     /// Pinned in `[dataplane.neighbors]`: this MAC, nothing to resolve.
     Static([u8; 6]),

@@ -7,7 +7,7 @@
 //! that fails anywhere leaves everything as it was, which is what a `4xx`
 //! from the admin API promises.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -77,7 +77,7 @@ struct Inner {
     /// The kernel's neighbours and on-link prefixes, as last read.
     kernel: KernelView,
     /// Unresolved backends whose reason was logged (once each).
-    explained: HashMap<IpAddr, Route>,
+    explained: HashSet<(IpAddr, Route)>,
 }
 
 /// Something outside the snapshot that must know every live VIP before
@@ -125,9 +125,9 @@ impl ControlPlane {
         if let Some(path) = &cfg.state.path {
             state::save(path, &manager.persisted(now))?;
         }
-        let kernel = neighbors::kernel_view(&cfg.dataplane.interfaces, &KernelView::default());
+        let kernel = neighbors::kernel_view(&cfg.dataplane.interfaces, &[]);
         let first = with_next_hops(&cfg, manager.snapshot(1)?, &kernel)?;
-        let mut explained = HashMap::new();
+        let mut explained = HashSet::new();
         neighbors::solicit_unresolved(&cfg, &first, &kernel, &mut explained);
         Ok(ControlPlane {
             inner: Mutex::new(Inner {
@@ -292,8 +292,17 @@ impl ControlPlane {
         if let Err(e) = released {
             tracing::error!(error = %e, "drain evaluation failed");
         }
+        // The dumps run without the lock (the API stays responsive if the
+        // kernel is slow to answer), from what the last tick saw.
+        let (interfaces, last) = {
+            let inner = self.lock();
+            (
+                inner.cfg.dataplane.interfaces.clone(),
+                inner.kernel.prefixes.clone(),
+            )
+        };
+        let kernel = neighbors::kernel_view(&interfaces, &last);
         let mut inner = self.lock();
-        let kernel = neighbors::kernel_view(&inner.cfg.dataplane.interfaces, &inner.kernel);
         if kernel != inner.kernel {
             inner.kernel = kernel;
             let current = self.cell.load_full();

@@ -29,6 +29,11 @@
 //! tag of the test file plus a number (`afp1`, `afp2` in
 //! `tests/af_packet_port.rs`). Every command runs with a timeout.
 //!
+//! Tests that need more than this segment (a router and a backend behind
+//! it, `tests/gateway.rs`) add namespaces named `{prefix}-x{role}` with
+//! [`Topology::add_namespace`] or [`Topology::add_segment_node`]; they are
+//! deleted with the rest, and [`cleanup_stale`] knows their names.
+//!
 //! Use from a test crate with `#[path = "common/netns.rs"] mod netns;`.
 #![allow(dead_code, unreachable_pub)] // shared by several test crates, each using a part
 
