@@ -21,7 +21,6 @@
 // narrowing casts below are on small counters and short times.
 #![allow(clippy::cast_possible_truncation)]
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
@@ -262,7 +261,7 @@ fn publish_breakdown(c: &mut Criterion) {
             });
         }
         let snap = m.snapshot(2).expect("snapshot");
-        let kernel = HashMap::new();
+        let kernel = cutover::control::nexthop::KernelView::default();
         group.bench_function(BenchmarkId::new("neighbors_refresh", tag), |b| {
             b.iter(|| neighbors::refresh(&cfg, &snap, &kernel).expect("refresh"))
         });

@@ -54,9 +54,6 @@ pub struct DataplaneSettings {
     pub encap_source_v4: Option<Ipv4Addr>,
     /// Outer source address for IPv6 outer headers (`ipip`).
     pub encap_source_v6: Option<Ipv6Addr>,
-    /// MAC address of the gateway for backends that are not on-link
-    /// (`ipip` only); `None` means every backend must be a neighbour.
-    pub gateway_mac: Option<[u8; 6]>,
 }
 
 /// A service as the data plane needs it.

@@ -63,7 +63,6 @@ pub fn settings(mtu: u16) -> DataplaneSettings {
         mtu,
         encap_source_v4: Some(Ipv4Addr::new(10, 0, 0, 2)),
         encap_source_v6: Some("fd00::2".parse().unwrap_or(Ipv6Addr::LOCALHOST)),
-        gateway_mac: None,
     }
 }
 

@@ -153,3 +153,54 @@ fn dump_reads_the_namespace_table() {
         "unexpected entries: {table:?}"
     );
 }
+
+#[test]
+fn address_dump_gives_the_on_link_prefixes() {
+    if !netns_available() {
+        eprintln!("skipping: needs root and `ip netns` (network namespaces)");
+        return;
+    }
+    let ns = Ns::create(&format!("ngh{}-b", std::process::id()));
+    let n = ns.0.as_str();
+    ip(&[
+        "-n", n, "link", "add", "veth0", "type", "veth", "peer", "name", "veth1",
+    ]);
+    ip(&["-n", n, "link", "set", "lo", "up"]);
+    ip(&["-n", n, "link", "set", "veth0", "up"]);
+    ip(&["-n", n, "link", "set", "veth1", "up"]);
+    ip(&["-n", n, "addr", "add", "10.98.0.1/24", "dev", "veth0"]);
+    ip(&["-n", n, "addr", "add", "10.97.5.1/16", "dev", "veth1"]);
+    ip(&[
+        "-n",
+        n,
+        "addr",
+        "add",
+        "fd98:1::1/64",
+        "dev",
+        "veth0",
+        "nodad",
+    ]);
+
+    let (veth0, all) = in_netns(n, || {
+        let veth0 = cutover::io::ifaddr::prefixes_of(&["veth0".to_owned()]);
+        let all = cutover::io::ifaddr::prefixes_of(&["no-such-if".to_owned()]);
+        (veth0, all)
+    })
+    .expect("enter namespace");
+    let veth0: Vec<String> = veth0
+        .expect("dump")
+        .iter()
+        .map(ToString::to_string)
+        .filter(|p| !p.starts_with("fe80:"))
+        .collect();
+    assert_eq!(veth0, ["10.98.0.0/24", "fd98:1::/64"]);
+    // No configured interface exists: every interface counts, host-scope
+    // addresses (127.0.0.1/8, ::1/128) never do.
+    let all: Vec<String> = all
+        .expect("dump")
+        .iter()
+        .map(ToString::to_string)
+        .filter(|p| !p.starts_with("fe80:"))
+        .collect();
+    assert_eq!(all, ["10.97.0.0/16", "10.98.0.0/24", "fd98:1::/64"]);
+}

@@ -39,7 +39,6 @@ pub fn settings(cfg: &Config) -> DataplaneSettings {
         mtu: cfg.dataplane.mtu,
         encap_source_v4: cfg.dataplane.encap_source_v4,
         encap_source_v6: cfg.dataplane.encap_source_v6,
-        gateway_mac: None,
     }
 }
 

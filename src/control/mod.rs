@@ -6,6 +6,7 @@ pub mod bootstrap;
 pub mod config;
 pub mod health;
 pub mod neighbors;
+pub mod nexthop;
 pub mod plane;
 pub mod pool;
 pub mod state;

@@ -1,19 +1,26 @@
 //! Next hops from the kernel's neighbour table.
 //!
-//! The data plane needs the MAC address of every backend (`l2dsr`, and
-//! on-link `ipip` backends). Static entries come from
+//! The data plane needs the MAC address of every backend's next hop: the
+//! backend itself when it is on-link (`l2dsr`, and on-link `ipip`
+//! backends), the configured gateway otherwise (see
+//! [`crate::control::nexthop`]). Static entries come from
 //! `[dataplane.neighbors]`; the others are read from the kernel, off the
 //! fast path, about once a second, with one rtnetlink dump of both
-//! families (no process is spawned). A backend the kernel does not know yet
-//! is solicited with one UDP datagram to its discard port, which makes the
-//! kernel resolve it; until then its packets are dropped as `no_neighbor`.
+//! families and one of the interfaces' addresses (no process is spawned).
+//! A next hop the kernel does not know yet is solicited with one UDP
+//! datagram to its discard port, which makes the kernel resolve it; until
+//! then the backend's packets are dropped as `no_neighbor`, and why is
+//! logged once per backend.
 
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr, SocketAddrV6, UdpSocket};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use ipnet::IpNet;
+
 use crate::control::config::Config;
+use crate::control::nexthop::{KernelView, Resolver, Route};
 use crate::snapshot::{Snapshot, SnapshotError, VersionEntry};
 
 /// Parses a MAC written `aa:bb:cc:dd:ee:ff`.
@@ -26,67 +33,111 @@ pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
     parts.next().is_none().then_some(mac)
 }
 
-/// When [`kernel_neighbors`] last logged a failed dump, in seconds since
-/// the Unix epoch (0: never); keeps a persistent failure to one warning a
-/// minute at a refresh a second.
-static LAST_WARNING: AtomicU64 = AtomicU64::new(0);
+/// When a failed neighbour dump (index 0) or address dump (index 1) was
+/// last logged, in seconds since the Unix epoch (0: never); keeps a
+/// persistent failure to one warning a minute at a refresh a second.
+static LAST_WARNING: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+
+fn warn_rarely(which: usize, what: &str, e: &std::io::Error) {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let Some(cell) = LAST_WARNING.get(which) else {
+        return;
+    };
+    let last = cell.load(Ordering::Relaxed);
+    if now.saturating_sub(last) >= 60
+        && cell
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        tracing::warn!(error = %e, "reading the kernel {what} failed");
+    } else {
+        tracing::debug!(error = %e, "reading the kernel {what} failed");
+    }
+}
 
 /// The kernel's resolved neighbours, both families, from one rtnetlink
 /// dump (see [`crate::io::neigh::dump`]). A failed dump gives an empty
 /// table: the next refresh tries again, and static entries still apply.
 pub fn kernel_neighbors() -> HashMap<IpAddr, [u8; 6]> {
     crate::io::neigh::dump().unwrap_or_else(|e| {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let last = LAST_WARNING.load(Ordering::Relaxed);
-        if now.saturating_sub(last) >= 60
-            && LAST_WARNING
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
-            tracing::warn!(error = %e, "reading the kernel neighbour table failed");
-        } else {
-            tracing::debug!(error = %e, "reading the kernel neighbour table failed");
-        }
+        warn_rarely(0, "neighbour table", &e);
         HashMap::new()
     })
 }
 
-/// Asks the kernel to resolve `addr`: a one-byte datagram to the discard
-/// port makes it send an ARP request or neighbour solicitation.
-pub fn solicit(addr: IpAddr) {
-    let bind: SocketAddr = match addr {
-        IpAddr::V4(_) => "0.0.0.0:0".parse(),
-        IpAddr::V6(_) => "[::]:0".parse(),
+/// The kernel's neighbours and the on-link prefixes of `interfaces` (see
+/// [`crate::io::ifaddr::prefixes_of`]). A failed address dump keeps the
+/// `last` prefixes: addresses rarely change, and forgetting them would
+/// send on-link backends to the gateway.
+pub fn kernel_view(interfaces: &[String], last: &[IpNet]) -> KernelView {
+    let prefixes = crate::io::ifaddr::prefixes_of(interfaces).unwrap_or_else(|e| {
+        warn_rarely(1, "interface addresses", &e);
+        last.to_vec()
+    });
+    KernelView {
+        neighbors: kernel_neighbors(),
+        prefixes,
     }
-    .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+}
+
+/// Asks the kernel to resolve `addr`: a one-byte datagram to the discard
+/// port makes it send an ARP request or neighbour solicitation. A
+/// link-local IPv6 address (a router's `fe80::1`) needs the interface it
+/// is on: `scope`, the index of the first configured interface.
+pub fn solicit(addr: IpAddr, scope: u32) {
+    let (bind, to): (SocketAddr, SocketAddr) = match addr {
+        IpAddr::V4(a) => (
+            SocketAddr::from(([0, 0, 0, 0], 0)),
+            SocketAddr::from((a, 9)),
+        ),
+        IpAddr::V6(a) => {
+            let scope = if a.segments()[0] & 0xffc0 == 0xfe80 {
+                scope
+            } else {
+                0
+            };
+            (
+                SocketAddr::from(([0u16; 8], 0)),
+                SocketAddr::V6(SocketAddrV6::new(a, 9, 0, scope)),
+            )
+        }
+    };
     if let Ok(sock) = UdpSocket::bind(bind) {
-        let _ = sock.send_to(&[0], SocketAddr::new(addr, 9));
+        let _ = sock.send_to(&[0], to);
     }
 }
 
 /// A copy of `snap` with every backend's next hop set from the static
-/// table of `cfg` or else from `kernel`, or `None` when nothing changed.
+/// table of `cfg` or else from `kernel` (at the backend's own address when
+/// it is on-link, at its gateway's otherwise), or `None` when nothing
+/// changed.
 ///
-/// Runs on every publish: one hash probe per backend, and nothing is
-/// copied unless a next hop actually changed.
+/// Runs on every publish: a prefix scan and one or two hash probes per
+/// backend, and nothing is copied unless a next hop actually changed.
 pub fn refresh(
     cfg: &Config,
     snap: &Snapshot,
-    kernel: &HashMap<IpAddr, [u8; 6]>,
+    kernel: &KernelView,
 ) -> Result<Option<Snapshot>, SnapshotError> {
-    let fixed: HashMap<IpAddr, [u8; 6]> = cfg.dataplane.neighbors.iter().copied().collect();
-    let resolve = |addr: &IpAddr| fixed.get(addr).or_else(|| kernel.get(addr)).copied();
+    let resolver = Resolver::new(cfg, kernel);
+    let resolve = |v: &VersionEntry, addr: IpAddr| {
+        let forwarding = snap.service(v.service).map(|s| s.forwarding)?;
+        resolver.next_hop(forwarding, addr)
+    };
     let stale = snap
         .versions()
-        .any(|v| v.backends.iter().any(|b| resolve(&b.addr) != b.next_hop));
+        .any(|v| v.backends.iter().any(|b| resolve(v, b.addr) != b.next_hop));
     if !stale {
         return Ok(None);
     }
     let mut versions: Vec<VersionEntry> = snap.versions().cloned().collect();
-    for b in versions.iter_mut().flat_map(|v| v.backends.iter_mut()) {
-        b.next_hop = resolve(&b.addr);
+    for v in &mut versions {
+        let hops: Vec<Option<[u8; 6]>> = v.backends.iter().map(|b| resolve(v, b.addr)).collect();
+        for (b, hop) in v.backends.iter_mut().zip(hops) {
+            b.next_hop = hop;
+        }
     }
     Snapshot::new(
         snap.generation + 1,
@@ -97,20 +148,153 @@ pub fn refresh(
     .map(Some)
 }
 
-/// Solicits every backend of `snap` whose next hop is still unknown (once
-/// per call; the control plane calls it about once a second).
-pub fn solicit_unresolved(snap: &Snapshot) {
-    let mut asked = std::collections::HashSet::new();
-    for b in snap.versions().flat_map(|v| v.backends.iter()) {
-        if b.next_hop.is_none() && asked.insert(b.addr) {
-            solicit(b.addr);
+/// Solicits the next hop of every backend of `snap` that is still
+/// unresolved (once per call; the control plane calls it about once a
+/// second), and logs why once (see [`unresolved_next_hops`]).
+pub fn solicit_unresolved(
+    cfg: &Config,
+    snap: &Snapshot,
+    kernel: &KernelView,
+    explained: &mut HashSet<(IpAddr, Route)>,
+) {
+    let scope = cfg
+        .dataplane
+        .interfaces
+        .first()
+        .and_then(|n| crate::io::ifaddr::ifindex(n))
+        .unwrap_or(0);
+    for at in unresolved_next_hops(cfg, snap, kernel, explained) {
+        solicit(at, scope);
+    }
+}
+
+/// The addresses to resolve for the backends of `snap` without a next
+/// hop (each once: a backend's own, or its gateway's), logging once per
+/// backend and route why it is unresolved. `explained` remembers what was
+/// logged; a backend that resolves is forgotten, so it is reported again
+/// if it loses its next hop. (One address may be a backend of an `ipip`
+/// and of an `l2dsr` service, with a different route in each.)
+pub fn unresolved_next_hops(
+    cfg: &Config,
+    snap: &Snapshot,
+    kernel: &KernelView,
+    explained: &mut HashSet<(IpAddr, Route)>,
+) -> Vec<IpAddr> {
+    let resolver = Resolver::new(cfg, kernel);
+    let mut ask = Vec::new();
+    let mut unresolved = HashSet::new();
+    for v in snap.versions() {
+        let Some(service) = snap.service(v.service) else {
+            continue;
+        };
+        for b in v.backends.iter().filter(|b| b.next_hop.is_none()) {
+            let route = resolver.route(service.forwarding, b.addr);
+            unresolved.insert((b.addr, route));
+            if explained.insert((b.addr, route)) {
+                match resolver.explain(route, b.addr) {
+                    (why, true) => tracing::warn!(backend = %b.addr, "{why}"),
+                    (why, false) => tracing::info!(backend = %b.addr, "{why}"),
+                }
+            }
+            if let Some(at) = route.resolve_at(b.addr) {
+                if !ask.contains(&at) {
+                    ask.push(at);
+                }
+            }
         }
     }
+    explained.retain(|key| unresolved.contains(key));
+    ask
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refresh_sends_off_link_ipip_backends_to_the_gateway() {
+        let text = r#"[dataplane]
+encap_source_v4 = "10.0.0.2"
+gateway_v4 = "10.0.0.1"
+
+[[vip_pool]]
+name = "public"
+prefixes = ["203.0.113.0/28"]
+
+[[service]]
+name = "tunnel"
+pool = "public"
+ports = ["tcp/80"]
+backends = ["10.0.0.11", "10.7.0.11"]
+
+[[service]]
+name = "direct"
+pool = "public"
+ports = ["tcp/81"]
+forwarding = "l2dsr"
+backends = ["10.0.0.11", "10.7.0.11"]
+"#;
+        let cfg = crate::control::config::parse(std::path::Path::new("t.toml"), text).unwrap();
+        let snap = crate::control::bootstrap::initial_snapshot(&cfg).unwrap();
+        let gw = [2, 0, 0, 0, 0, 1];
+        let b1 = [2, 0, 0, 0, 0, 0x11];
+        let mut view = KernelView {
+            neighbors: [
+                ("10.0.0.1".parse().unwrap(), gw),
+                ("10.0.0.11".parse().unwrap(), b1),
+            ]
+            .into_iter()
+            .collect(),
+            prefixes: vec!["10.0.0.0/24".parse().unwrap()],
+        };
+        let next = refresh(&cfg, &snap, &view)
+            .unwrap()
+            .expect("next hops changed");
+        assert_eq!(next.generation, snap.generation + 1);
+        let hops = |s: &Snapshot, service: u32| -> Vec<Option<[u8; 6]>> {
+            let v = s.versions().find(|v| v.service == service).unwrap();
+            v.backends.iter().map(|b| b.next_hop).collect()
+        };
+        assert_eq!(hops(&next, 0), [Some(b1), Some(gw)]);
+        // l2dsr: the off-link backend is not sent to the gateway.
+        assert_eq!(hops(&next, 1), [Some(b1), None]);
+        // Nothing changed: no copy.
+        assert!(refresh(&cfg, &next, &view).unwrap().is_none());
+        // The gateway's MAC changes: the off-link backend follows.
+        let gw2 = [2, 0, 0, 0, 0, 2];
+        view.neighbors.insert("10.0.0.1".parse().unwrap(), gw2);
+        let again = refresh(&cfg, &next, &view).unwrap().expect("changed");
+        assert_eq!(hops(&again, 0), [Some(b1), Some(gw2)]);
+        // The gateway is forgotten by the kernel: unresolved again.
+        view.neighbors.remove(&"10.0.0.1".parse().unwrap());
+        let lost = refresh(&cfg, &again, &view).unwrap().expect("changed");
+        assert_eq!(hops(&lost, 0), [Some(b1), None]);
+        let mut explained = HashSet::new();
+        let ask = unresolved_next_hops(&cfg, &lost, &view, &mut explained);
+        // The gateway for the ipip service, the backend itself for l2dsr.
+        let far: IpAddr = "10.7.0.11".parse().unwrap();
+        assert_eq!(ask, ["10.0.0.1".parse::<IpAddr>().unwrap(), far]);
+        let expect: HashSet<(IpAddr, Route)> = [
+            (far, Route::Gateway("10.0.0.1".parse().unwrap())),
+            (far, Route::L2dsrOffLink),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(explained, expect);
+        // Logged once: a second pass adds nothing.
+        unresolved_next_hops(&cfg, &lost, &view, &mut explained);
+        assert_eq!(explained, expect);
+        // The gateway resolves: the ipip entry is forgotten, so a later
+        // loss is reported again; the l2dsr one stays unresolved.
+        view.neighbors.insert("10.0.0.1".parse().unwrap(), gw);
+        let back = refresh(&cfg, &lost, &view).unwrap().expect("changed");
+        let ask = unresolved_next_hops(&cfg, &back, &view, &mut explained);
+        assert_eq!(ask, [far]);
+        assert_eq!(
+            explained.into_iter().collect::<Vec<_>>(),
+            [(far, Route::L2dsrOffLink)]
+        );
+    }
 
     #[test]
     fn mac_parsing_is_strict() {

@@ -7,7 +7,7 @@
 //! that fails anywhere leaves everything as it was, which is what a `4xx`
 //! from the admin API promises.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -17,6 +17,7 @@ use serde::Serialize;
 
 use crate::control::config::{self, Config};
 use crate::control::neighbors;
+use crate::control::nexthop::{KernelView, Route};
 use crate::control::state::{self, StateError};
 use crate::control::versions::{
     observe_workers, ReconcileReport, ReleaseReason, VersionError, VersionInfo, VersionManager,
@@ -73,7 +74,10 @@ struct Inner {
     manager: VersionManager,
     cfg: Config,
     generation: u64,
-    kernel_neighbors: HashMap<IpAddr, [u8; 6]>,
+    /// The kernel's neighbours and on-link prefixes, as last read.
+    kernel: KernelView,
+    /// Unresolved backends whose reason was logged (once each).
+    explained: HashSet<(IpAddr, Route)>,
 }
 
 /// Something outside the snapshot that must know every live VIP before
@@ -121,15 +125,17 @@ impl ControlPlane {
         if let Some(path) = &cfg.state.path {
             state::save(path, &manager.persisted(now))?;
         }
-        let kernel = neighbors::kernel_neighbors();
+        let kernel = neighbors::kernel_view(&cfg.dataplane.interfaces, &[]);
         let first = with_next_hops(&cfg, manager.snapshot(1)?, &kernel)?;
-        neighbors::solicit_unresolved(&first);
+        let mut explained = HashSet::new();
+        neighbors::solicit_unresolved(&cfg, &first, &kernel, &mut explained);
         Ok(ControlPlane {
             inner: Mutex::new(Inner {
                 manager,
                 cfg,
                 generation: first.generation,
-                kernel_neighbors: kernel,
+                kernel,
+                explained,
             }),
             cell: Arc::new(SnapshotCell::new(first)),
             vip_hook: std::sync::OnceLock::new(),
@@ -286,12 +292,21 @@ impl ControlPlane {
         if let Err(e) = released {
             tracing::error!(error = %e, "drain evaluation failed");
         }
-        let kernel = neighbors::kernel_neighbors();
+        // The dumps run without the lock (the API stays responsive if the
+        // kernel is slow to answer), from what the last tick saw.
+        let (interfaces, last) = {
+            let inner = self.lock();
+            (
+                inner.cfg.dataplane.interfaces.clone(),
+                inner.kernel.prefixes.clone(),
+            )
+        };
+        let kernel = neighbors::kernel_view(&interfaces, &last);
         let mut inner = self.lock();
-        if kernel != inner.kernel_neighbors {
-            inner.kernel_neighbors = kernel;
+        if kernel != inner.kernel {
+            inner.kernel = kernel;
             let current = self.cell.load_full();
-            match neighbors::refresh(&inner.cfg, &current, &inner.kernel_neighbors) {
+            match neighbors::refresh(&inner.cfg, &current, &inner.kernel) {
                 Ok(Some(next)) => {
                     inner.generation = next.generation;
                     tracing::info!(generation = next.generation, "next hops changed");
@@ -302,7 +317,13 @@ impl ControlPlane {
             }
         }
         // Unknown next hops are solicited on every tick until resolved.
-        neighbors::solicit_unresolved(&self.cell.load_full());
+        let inner = &mut *inner;
+        neighbors::solicit_unresolved(
+            &inner.cfg,
+            &self.cell.load_full(),
+            &inner.kernel,
+            &mut inner.explained,
+        );
     }
 
     /// Applies `f` to a copy of the manager; when the copy changed, writes
@@ -320,7 +341,7 @@ impl ControlPlane {
             return Ok(out);
         }
         let generation = inner.generation + 1;
-        let snap = with_next_hops(&cfg, next.snapshot(generation)?, &inner.kernel_neighbors)?;
+        let snap = with_next_hops(&cfg, next.snapshot(generation)?, &inner.kernel)?;
         if let Some(path) = &cfg.state.path {
             state::save(path, &next.persisted(SystemTime::now()))?;
         }
@@ -347,7 +368,7 @@ fn vips_of(snap: &Snapshot) -> Vec<IpAddr> {
 fn with_next_hops(
     cfg: &Config,
     snap: Snapshot,
-    kernel: &HashMap<IpAddr, [u8; 6]>,
+    kernel: &KernelView,
 ) -> Result<Snapshot, SnapshotError> {
     let generation = snap.generation;
     let mut filled = match neighbors::refresh(cfg, &snap, kernel)? {

@@ -11,6 +11,7 @@ pub mod af_xdp;
 pub mod affinity;
 #[cfg(feature = "dpdk")]
 pub mod dpdk;
+pub mod ifaddr;
 pub mod memory;
 mod mmap;
 pub mod neigh;

@@ -23,24 +23,24 @@ use std::time::Duration;
 // Kernel ABI constants (include/uapi/linux/netlink.h, rtnetlink.h,
 // neighbour.h). Spelled out here rather than taken from libc so the parser
 // does not depend on which of them a libc release happens to export.
-const NLMSG_HDRLEN: usize = 16;
+pub(crate) const NLMSG_HDRLEN: usize = 16;
 const NLMSG_NOOP: u16 = 1;
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
-const NLM_F_REQUEST: u16 = 0x01;
-const NLM_F_DUMP: u16 = 0x300;
+pub(crate) const NLM_F_REQUEST: u16 = 0x01;
+pub(crate) const NLM_F_DUMP: u16 = 0x300;
 const RTM_NEWNEIGH: u16 = 28;
 const RTM_GETNEIGH: u16 = 30;
 /// `sizeof(struct ndmsg)`.
 const NDMSG_LEN: usize = 12;
 /// `sizeof(struct rtattr)` header.
-const RTA_HDRLEN: usize = 4;
+pub(crate) const RTA_HDRLEN: usize = 4;
 const NDA_DST: u16 = 1;
 const NDA_LLADDR: u16 = 2;
 /// The nested-attribute flags of `rta_type`, masked off before comparing.
-const NLA_TYPE_MASK: u16 = !(0x8000 | 0x4000);
-const AF_INET: u8 = 2;
-const AF_INET6: u8 = 10;
+pub(crate) const NLA_TYPE_MASK: u16 = !(0x8000 | 0x4000);
+pub(crate) const AF_INET: u8 = 2;
+pub(crate) const AF_INET6: u8 = 10;
 
 /// Neighbour states (`NUD_*`, a bit set in `ndm_state`).
 pub mod nud {
@@ -119,27 +119,43 @@ pub enum Progress {
 /// send to (see [`Neighbor::usable_mac`]). When an address is on several
 /// interfaces, the entry dumped last wins.
 pub fn dump() -> io::Result<HashMap<IpAddr, [u8; 6]>> {
-    let sock = NetlinkSocket::open()?;
     // Any sequence number works; a per-process one keeps stray replies of
     // an earlier socket apart in `strace` output.
     let seq = std::process::id();
-    sock.send(&dump_request(seq))?;
     let mut out = HashMap::new();
+    dump_messages(&dump_request(seq), seq, &mut |kind, payload| {
+        if kind == RTM_NEWNEIGH {
+            if let Some(n) = parse_neighbor(payload) {
+                if let Some(mac) = n.usable_mac() {
+                    out.insert(n.addr, mac);
+                }
+            }
+        }
+    })?;
+    Ok(out)
+}
+
+/// Sends the dump request `request` (sequence `seq`) on a new
+/// `NETLINK_ROUTE` socket and passes every message of the reply, as
+/// (`nlmsg_type`, payload), to `each` until `NLMSG_DONE`. Shared by the
+/// neighbour and the address dumps ([`crate::io::ifaddr`]).
+pub(crate) fn dump_messages(
+    request: &[u8],
+    seq: u32,
+    each: &mut dyn FnMut(u16, &[u8]),
+) -> io::Result<()> {
+    let sock = NetlinkSocket::open()?;
+    sock.send(request)?;
     let mut buf = vec![0u8; RECV_BUF];
     for _ in 0..MAX_READS {
         let n = sock.recv(&mut buf)?;
         let data = buf.get(..n).unwrap_or_default();
-        let progress = parse_batch(data, seq, &mut |n: Neighbor| {
-            if let Some(mac) = n.usable_mac() {
-                out.insert(n.addr, mac);
-            }
-        })?;
-        if progress == Progress::Done {
-            return Ok(out);
+        if walk_batch(data, seq, each)? == Progress::Done {
+            return Ok(());
         }
     }
     Err(io::Error::other(format!(
-        "neighbour dump: no NLMSG_DONE after {MAX_READS} reads"
+        "netlink dump: no NLMSG_DONE after {MAX_READS} reads"
     )))
 }
 
@@ -163,10 +179,23 @@ pub fn dump_request(seq: u32) -> [u8; NLMSG_HDRLEN + NDMSG_LEN] {
 /// [`Progress::Done`] at `NLMSG_DONE`, the kernel's error at `NLMSG_ERROR`
 /// (or a negative `NLMSG_DONE` status), and an error for a truncated
 /// message.
-pub fn parse_batch(
+pub fn parse_batch(data: &[u8], seq: u32, each: &mut dyn FnMut(Neighbor)) -> io::Result<Progress> {
+    walk_batch(data, seq, &mut |kind, payload| {
+        if kind == RTM_NEWNEIGH {
+            if let Some(n) = parse_neighbor(payload) {
+                each(n);
+            }
+        }
+    })
+}
+
+/// The message walk under [`parse_batch`], for any dump: every message of
+/// sequence `seq` other than `NLMSG_DONE`, `NLMSG_ERROR` and `NLMSG_NOOP`
+/// is passed to `each` as (`nlmsg_type`, payload).
+pub(crate) fn walk_batch(
     mut data: &[u8],
     seq: u32,
-    each: &mut dyn FnMut(Neighbor),
+    each: &mut dyn FnMut(u16, &[u8]),
 ) -> io::Result<Progress> {
     while data.len() >= NLMSG_HDRLEN {
         let len = read_u32(data, 0).unwrap_or(0) as usize;
@@ -200,13 +229,8 @@ pub fn parse_batch(
                         Ok(Progress::Done)
                     };
                 }
-                RTM_NEWNEIGH => {
-                    if let Some(n) = parse_neighbor(payload) {
-                        each(n);
-                    }
-                }
                 NLMSG_NOOP => {}
-                _ => {}
+                _ => each(kind, payload),
             }
         }
         data = data.get(align4(len)..).unwrap_or_default();
@@ -260,19 +284,19 @@ pub fn parse_neighbor(payload: &[u8]) -> Option<Neighbor> {
 }
 
 /// `NLMSG_ALIGN` / `RTA_ALIGN`: messages and attributes start on 4 bytes.
-fn align4(len: usize) -> usize {
+pub(crate) fn align4(len: usize) -> usize {
     len.saturating_add(3) & !3
 }
 
-fn read_u16(b: &[u8], at: usize) -> Option<u16> {
+pub(crate) fn read_u16(b: &[u8], at: usize) -> Option<u16> {
     Some(u16::from_ne_bytes(b.get(at..at + 2)?.try_into().ok()?))
 }
 
-fn read_u32(b: &[u8], at: usize) -> Option<u32> {
+pub(crate) fn read_u32(b: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_ne_bytes(b.get(at..at + 4)?.try_into().ok()?))
 }
 
-fn read_i32(b: &[u8], at: usize) -> Option<i32> {
+pub(crate) fn read_i32(b: &[u8], at: usize) -> Option<i32> {
     Some(i32::from_ne_bytes(b.get(at..at + 4)?.try_into().ok()?))
 }
 

@@ -29,6 +29,11 @@
 //! tag of the test file plus a number (`afp1`, `afp2` in
 //! `tests/af_packet_port.rs`). Every command runs with a timeout.
 //!
+//! Tests that need more than this segment (a router and a backend behind
+//! it, `tests/gateway.rs`) add namespaces named `{prefix}-x{role}` with
+//! [`Topology::add_namespace`] or [`Topology::add_segment_node`]; they are
+//! deleted with the rest, and [`cleanup_stale`] knows their names.
+//!
 //! Use from a test crate with `#[path = "common/netns.rs"] mod netns;`.
 #![allow(dead_code, unreachable_pub)] // shared by several test crates, each using a part
 
@@ -175,28 +180,7 @@ impl Topology {
         ip(&["-n", &sw, "link", "set", "br0", "up"])?;
         let nodes: Vec<Node> = self.nodes().cloned().collect();
         for node in &nodes {
-            let port = node
-                .ns
-                .trim_start_matches(&format!("{}-", self.prefix))
-                .to_owned();
-            let mac = node.mac_string();
-            ip(&[
-                "link", "add", "eth0", "address", &mac, "netns", &node.ns, "type", "veth", "peer",
-                "name", &port, "netns", &sw,
-            ])?;
-            ip(&["-n", &sw, "link", "set", &port, "master", "br0", "up"])?;
-            ip(&["-n", &node.ns, "link", "set", "lo", "up"])?;
-            sysctl(&node.ns, "net.ipv6.conf.all.accept_dad", "0")?;
-            sysctl(&node.ns, "net.ipv6.conf.default.accept_dad", "0")?;
-            sysctl(&node.ns, "net.ipv6.conf.eth0.accept_dad", "0")?;
-            let v4 = format!("{}/24", node.ipv4);
-            let v6 = format!("{}/64", node.ipv6);
-            ip(&["-n", &node.ns, "addr", "add", &v4, "dev", "eth0"])?;
-            ip(&[
-                "-n", &node.ns, "-6", "addr", "add", &v6, "dev", "eth0", "nodad",
-            ])?;
-            ip(&["-n", &node.ns, "link", "set", "eth0", "up"])?;
-            disable_offloads(&node.ns, "eth0")?;
+            self.plug(node)?;
         }
         let lb4 = self.lb.ipv4.to_string();
         let lb6 = self.lb.ipv6.to_string();
@@ -225,6 +209,71 @@ impl Topology {
             }
         }
         Ok(())
+    }
+
+    /// Connects `node`'s namespace to the segment: its `eth0` with its
+    /// MAC and addresses, a port of the bridge named after its role.
+    fn plug(&self, node: &Node) -> io::Result<()> {
+        let sw = &self.switch_ns;
+        let port = node
+            .ns
+            .trim_start_matches(&format!("{}-", self.prefix))
+            .to_owned();
+        let mac = node.mac_string();
+        ip(&[
+            "link", "add", "eth0", "address", &mac, "netns", &node.ns, "type", "veth", "peer",
+            "name", &port, "netns", sw,
+        ])?;
+        ip(&["-n", sw, "link", "set", &port, "master", "br0", "up"])?;
+        ip(&["-n", &node.ns, "link", "set", "lo", "up"])?;
+        sysctl(&node.ns, "net.ipv6.conf.all.accept_dad", "0")?;
+        sysctl(&node.ns, "net.ipv6.conf.default.accept_dad", "0")?;
+        sysctl(&node.ns, "net.ipv6.conf.eth0.accept_dad", "0")?;
+        let v4 = format!("{}/24", node.ipv4);
+        let v6 = format!("{}/64", node.ipv6);
+        ip(&["-n", &node.ns, "addr", "add", &v4, "dev", "eth0"])?;
+        ip(&[
+            "-n", &node.ns, "-6", "addr", "add", &v6, "dev", "eth0", "nodad",
+        ])?;
+        ip(&["-n", &node.ns, "link", "set", "eth0", "up"])?;
+        disable_offloads(&node.ns, "eth0")?;
+        Ok(())
+    }
+
+    /// Adds an extra namespace `{prefix}-x{role}` (`role`: 1-8 of
+    /// `[a-z0-9]`), deleted with the topology, and returns its name. For
+    /// tests that need more than one segment, e.g. a router and a backend
+    /// behind it.
+    pub fn add_namespace(&mut self, role: &str) -> io::Result<String> {
+        if role.is_empty()
+            || role.len() > 8
+            || !role
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("extra namespace role {role:?}: 1-8 of [a-z0-9]"),
+            ));
+        }
+        let ns = format!("{}-x{role}", self.prefix);
+        ip(&["netns", "add", &ns])?;
+        self.created.push(ns.clone());
+        ip(&["-n", &ns, "link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    /// Adds an extra namespace (see [`Topology::add_namespace`]) plugged
+    /// into the segment like the other nodes, as host `host`
+    /// (10.99.0.`host`/24, fd99::`host`/64, 02:99:00:00:00:`host`), with
+    /// none of the backends' DSR settings. `host` must not be one the
+    /// topology uses (1, 2, 11 and up).
+    pub fn add_segment_node(&mut self, role: &str, host: u8) -> io::Result<Node> {
+        let ns = self.add_namespace(role)?;
+        let mut node = Node::new(&self.prefix, &format!("x{role}"), host);
+        node.ns = ns;
+        self.plug(&node)?;
+        Ok(node)
     }
 
     /// Deletes every namespace this topology created. Idempotent.
@@ -263,6 +312,11 @@ fn is_ours(prefix: &str, name: &str) -> bool {
         return false;
     };
     matches!(rest, "sw" | "client" | "lb")
+        || rest.strip_prefix('x').is_some_and(|r| {
+            !r.is_empty()
+                && r.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        })
         || rest
             .strip_prefix('b')
             .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
@@ -360,7 +414,7 @@ impl Drop for KillOnDrop {
 }
 
 /// Runs `ip args`, failing on a non-zero exit with its stderr.
-fn ip(args: &[&str]) -> io::Result<Output> {
+pub fn ip(args: &[&str]) -> io::Result<Output> {
     let out = run_timeout(Command::new("ip").args(args), CMD_TIMEOUT)?;
     if out.status.success() {
         Ok(out)
@@ -374,7 +428,7 @@ fn ip(args: &[&str]) -> io::Result<Output> {
 }
 
 /// Sets a sysctl inside `ns` (writes `/proc/sys` from a thread in it).
-fn sysctl(ns: &str, key: &str, val: &str) -> io::Result<()> {
+pub fn sysctl(ns: &str, key: &str, val: &str) -> io::Result<()> {
     let path = format!("/proc/sys/{}", key.replace('.', "/"));
     let val = val.to_owned();
     in_netns(ns, move || std::fs::write(&path, val))?

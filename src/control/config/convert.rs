@@ -41,6 +41,10 @@ fn invalid<T>(span: Range<usize>, message: impl Into<String>) -> Result<T> {
 pub(super) fn config(path: &Path, raw: RawConfig) -> Result<Config> {
     let mtu_span = raw.dataplane.mtu.as_ref().map(Spanned::span);
     let maglev_span = raw.dataplane.maglev_table_size.as_ref().map(Spanned::span);
+    let gateway_spans = [
+        raw.dataplane.gateway_v4.as_ref().map(Spanned::span),
+        raw.dataplane.gateway_v6.as_ref().map(Spanned::span),
+    ];
     let dataplane = dataplane(raw.dataplane)?;
     let dns = dns(raw.dns)?;
     let metrics = metrics(raw.metrics);
@@ -109,6 +113,8 @@ pub(super) fn config(path: &Path, raw: RawConfig) -> Result<Config> {
         }
     }
 
+    gateways(&dataplane, &pools, &services, gateway_spans)?;
+
     Ok(Config {
         path: path.to_path_buf(),
         dataplane,
@@ -119,6 +125,71 @@ pub(super) fn config(path: &Path, raw: RawConfig) -> Result<Config> {
         pools,
         services,
     })
+}
+
+/// The rules that relate a gateway to the rest of the file: it is a
+/// router next to this host, so not one of its own addresses (a VIP or
+/// the encapsulation source), and only `ipip` uses it — `l2dsr` rewrites
+/// the Ethernet destination alone, so its backends must be on-link and a
+/// gateway there would silently do nothing.
+fn gateways(
+    dataplane: &Dataplane,
+    pools: &[VipPool],
+    services: &[Service],
+    spans: [Option<Range<usize>>; 2],
+) -> Result<()> {
+    let [span_v4, span_v6] = spans;
+    let configured = [
+        (
+            dataplane.gateway_v4.map(IpAddr::V4),
+            dataplane.encap_source_v4.map(IpAddr::V4),
+            span_v4,
+            "gateway_v4",
+            "encap_source_v4",
+        ),
+        (
+            dataplane.gateway_v6.map(IpAddr::V6),
+            dataplane.encap_source_v6.map(IpAddr::V6),
+            span_v6,
+            "gateway_v6",
+            "encap_source_v6",
+        ),
+    ];
+    for (gateway, source, span, key, source_key) in configured {
+        let (Some(gw), Some(span)) = (gateway, span) else {
+            continue;
+        };
+        if source == Some(gw) {
+            return invalid(
+                span,
+                format!(
+                    "`{key}` {gw} is `{source_key}`, this host; the gateway is the next router"
+                ),
+            );
+        }
+        if let Some(pool) = pools
+            .iter()
+            .find(|p| p.prefixes.iter().any(|n| n.contains(&gw)))
+        {
+            return invalid(
+                span,
+                format!(
+                    "`{key}` {gw} lies in VIP pool \"{}\"; the gateway is the next router",
+                    pool.name
+                ),
+            );
+        }
+        if !services.is_empty() && services.iter().all(|s| s.forwarding == Forwarding::L2dsr) {
+            return invalid(
+                span,
+                format!(
+                    "`{key}` is used only by `ipip` services, and every service forwards by \
+                     `l2dsr`, whose backends must be on-link; remove it"
+                ),
+            );
+        }
+    }
+    Ok(())
 }
 
 /// An integer key within `range`, converted to the domain's type.
@@ -203,6 +274,33 @@ fn dataplane(raw: RawDataplane) -> Result<Dataplane> {
         }
     };
 
+    let gateway_v4 = match &raw.gateway_v4 {
+        None => None,
+        Some(at) => {
+            let a = *val(at);
+            if a.is_unspecified() || a.is_broadcast() || a.is_multicast() || a.is_loopback() {
+                return invalid(
+                    at.span(),
+                    format!("`gateway_v4` {a} is not a unicast address; the gateway is one router"),
+                );
+            }
+            Some(a)
+        }
+    };
+    let gateway_v6 = match &raw.gateway_v6 {
+        None => None,
+        Some(at) => {
+            let a = *val(at);
+            if a.is_unspecified() || a.is_multicast() || a.is_loopback() {
+                return invalid(
+                    at.span(),
+                    format!("`gateway_v6` {a} is not a unicast address; the gateway is one router"),
+                );
+            }
+            Some(a)
+        }
+    };
+
     let mut neighbors: Vec<(IpAddr, [u8; 6])> = Vec::new();
     for (ip, mac) in raw.neighbors.unwrap_or_default().0 {
         let addr = *val(&ip);
@@ -226,6 +324,8 @@ fn dataplane(raw: RawDataplane) -> Result<Dataplane> {
         },
         encap_source_v4: raw.encap_source_v4.map(|a| a.0),
         encap_source_v6: raw.encap_source_v6.map(|a| a.0),
+        gateway_v4,
+        gateway_v6,
         mtu: raw
             .mtu
             .as_ref()

@@ -58,6 +58,14 @@ pub struct Dataplane {
     /// Outer source of IP-in-IP towards IPv6 backends; present whenever a
     /// service forwards by `ipip` to an IPv6 backend.
     pub encap_source_v6: Option<Ipv6Addr>,
+    /// The router towards IPv4 `ipip` backends that are not on the link of
+    /// `interfaces`: their frames go to its MAC (resolved like a backend's,
+    /// or pinned in `neighbors`). Unicast, outside every VIP pool, not
+    /// `encap_source_v4`; only with some service forwarding by `ipip`
+    /// (`l2dsr` backends must be on-link and never use it).
+    pub gateway_v4: Option<Ipv4Addr>,
+    /// The same for IPv6 `ipip` backends; may be link-local (`fe80::1`).
+    pub gateway_v6: Option<Ipv6Addr>,
     /// Egress MTU, 576..=9000, and at least 1280 when any service uses IPv6.
     pub mtu: u16,
     pub tcp_idle_timeout: Duration,

@@ -56,6 +56,8 @@ pub(super) struct RawDataplane {
     pub(super) idle: Option<RawIdle>,
     pub(super) encap_source_v4: Option<Parsed<Ipv4Addr>>,
     pub(super) encap_source_v6: Option<Parsed<Ipv6Addr>>,
+    pub(super) gateway_v4: Option<At<Ipv4Addr>>,
+    pub(super) gateway_v6: Option<At<Ipv6Addr>>,
     pub(super) mtu: Option<Spanned<Int>>,
     pub(super) tcp_idle_timeout: Option<Parsed<Duration>>,
     pub(super) udp_idle_timeout: Option<Parsed<Duration>>,

@@ -102,6 +102,8 @@ fn minimal_gets_every_default() {
             idle: Idle::Adaptive,
             encap_source_v4: None,
             encap_source_v6: None,
+            gateway_v4: None,
+            gateway_v6: None,
             mtu: 1500,
             tcp_idle_timeout: Duration::from_secs(300),
             udp_idle_timeout: Duration::from_secs(30),
@@ -292,8 +294,8 @@ fn unknown_key_in_every_section() {
     assert_eq!(
         error("[dataplane]\nmtu = 1500\n  bogus = 1\n"),
         "conf/cutover.toml:3:3: unknown field `bogus`, expected one of `driver`, `interfaces`, \
-         `workers`, `forwarding`, `idle`, `encap_source_v4`, `encap_source_v6`, `mtu`, \
-         `tcp_idle_timeout`, `udp_idle_timeout`, `flow_table_size`, `maglev_table_size`, \
+         `workers`, `forwarding`, `idle`, `encap_source_v4`, `encap_source_v6`, `gateway_v4`, \
+         `gateway_v6`, `mtu`, `tcp_idle_timeout`, `udp_idle_timeout`, `flow_table_size`, `maglev_table_size`, \
          `neighbors`, `dpdk`"
     );
 }
@@ -527,6 +529,87 @@ fn ipip_without_encap_source() {
         )),
         "conf/cutover.toml:11:12: service \"web\" forwards by ipip to IPv6 backends, which \
          needs [dataplane] encap_source_v6"
+    );
+}
+
+/// MINIMAL forwarding by `ipip` to one IPv4 and one IPv6 backend, with
+/// both encapsulation sources and `gateway_lines` (line 2 onwards) in
+/// `[dataplane]`.
+fn ipip_with(gateway_lines: &str) -> String {
+    format!(
+        "[dataplane]\n{gateway_lines}encap_source_v4 = \"10.0.0.2\"\nencap_source_v6 = \"2001:db8:ffff::2\"\n{}",
+        MINIMAL
+            .replace("forwarding = \"l2dsr\"\n", "")
+            .replace("\"10.0.1.11\"", "\"10.0.1.11\", \"2001:db8:1::11\"")
+            .replace("\"203.0.113.0/28\"", "\"203.0.113.0/28\", \"2001:db8:f::/64\"")
+    )
+}
+
+#[test]
+fn gateways() {
+    let c = ok(&ipip_with(
+        "gateway_v4 = \"10.0.0.1\"\ngateway_v6 = \"fe80::1\"\n",
+    ));
+    assert_eq!(c.dataplane.gateway_v4, Some(Ipv4Addr::new(10, 0, 0, 1)));
+    assert_eq!(c.dataplane.gateway_v6, Some("fe80::1".parse().unwrap()));
+    let c = ok(&ipip_with(""));
+    assert_eq!(
+        (c.dataplane.gateway_v4, c.dataplane.gateway_v6),
+        (None, None)
+    );
+    // A gateway may be pinned like any neighbour.
+    let c = ok(&format!(
+        "{}[dataplane.neighbors]\n\"10.0.0.1\" = \"02:00:00:00:00:01\"\n",
+        ipip_with("gateway_v4 = \"10.0.0.1\"\n")
+    ));
+    assert_eq!(
+        c.dataplane.neighbors,
+        [(IpAddr::from([10, 0, 0, 1]), [2, 0, 0, 0, 0, 1])]
+    );
+}
+
+#[test]
+fn bad_gateways() {
+    assert_eq!(
+        error(&ipip_with("gateway_v4 = \"fd00::1\"\n")),
+        "conf/cutover.toml:2:14: invalid IPv4 address \"fd00::1\""
+    );
+    assert_eq!(
+        error(&ipip_with("gateway_v6 = \"10.0.0.1\"\n")),
+        "conf/cutover.toml:2:14: invalid IPv6 address \"10.0.0.1\""
+    );
+    assert_eq!(
+        error(&ipip_with("gateway_v4 = \"255.255.255.255\"\n")),
+        "conf/cutover.toml:2:14: `gateway_v4` 255.255.255.255 is not a unicast address; the \
+         gateway is one router"
+    );
+    assert_eq!(
+        error(&ipip_with("gateway_v4 = \"0.0.0.0\"\n")),
+        "conf/cutover.toml:2:14: `gateway_v4` 0.0.0.0 is not a unicast address; the gateway \
+         is one router"
+    );
+    assert_eq!(
+        error(&ipip_with("gateway_v6 = \"ff02::2\"\n")),
+        "conf/cutover.toml:2:14: `gateway_v6` ff02::2 is not a unicast address; the gateway \
+         is one router"
+    );
+    assert_eq!(
+        error(&ipip_with("gateway_v4 = \"10.0.0.2\"\n")),
+        "conf/cutover.toml:2:14: `gateway_v4` 10.0.0.2 is `encap_source_v4`, this host; the \
+         gateway is the next router"
+    );
+    assert_eq!(
+        error(&ipip_with("gateway_v6 = \"2001:db8:f::1\"\n")),
+        "conf/cutover.toml:2:14: `gateway_v6` 2001:db8:f::1 lies in VIP pool \"public\"; the \
+         gateway is the next router"
+    );
+    // Every service forwards by l2dsr: the gateway would do nothing.
+    assert_eq!(
+        error(&format!(
+            "[dataplane]\ngateway_v4 = \"10.0.0.1\"\n{MINIMAL}"
+        )),
+        "conf/cutover.toml:2:14: `gateway_v4` is used only by `ipip` services, and every \
+         service forwards by `l2dsr`, whose backends must be on-link; remove it"
     );
 }
 
