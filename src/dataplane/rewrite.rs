@@ -157,7 +157,7 @@ impl EncapTemplate {
 /// encapsulated, towards a backend with a template. `None`, with nothing
 /// changed, when the template does not apply or the packet needs
 /// fragmentation or an ICMP error: the caller then takes [`ipip`].
-#[inline]
+#[inline(always)]
 pub(crate) fn ipip_template<B: FrameBuf>(
     pkt: &mut B,
     p: &Parsed,
