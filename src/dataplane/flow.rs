@@ -223,11 +223,14 @@ impl Node {
         }
     }
 
+    #[inline]
     fn class(&self) -> Class {
-        match (self.protocol == TCP, self.state) {
-            (false, _) => Class::Other,
-            (true, FlowState::Open | FlowState::Joined) => Class::Tcp,
-            (true, FlowState::Closing) => Class::Closing,
+        if self.protocol != TCP {
+            Class::Other
+        } else if self.state == FlowState::Closing {
+            Class::Closing
+        } else {
+            Class::Tcp
         }
     }
 }
@@ -257,6 +260,14 @@ pub struct FlowTable {
     lists: [List; 3],
     /// Idle timeout per `Class`.
     timeouts: [u64; 3],
+    /// Refresh granularity as a power of two of `now`'s unit (0: exact).
+    /// A hit within the same `now >> refresh_shift` tick as the entry's
+    /// stored `last_seen` writes nothing (see [`FlowTable::with_refresh`]).
+    refresh_shift: u32,
+    /// What an entry's real last packet may be later than its stored
+    /// `last_seen`: `2^refresh_shift - 1`. Added to every timeout, so no
+    /// entry expires early.
+    refresh_slack: u64,
     len: usize,
     /// Latest `now` seen; a `now` that goes backwards is raised to it so the
     /// lists stay ordered by last packet.
@@ -275,6 +286,29 @@ impl FlowTable {
     /// so that the fast path never allocates. Every slot starts bound to
     /// uid 0.
     pub fn new(capacity: usize, max_versions: usize, timeouts: FlowTimeouts) -> Self {
+        FlowTable::with_refresh(capacity, max_versions, timeouts, 0)
+    }
+
+    /// Like [`FlowTable::new`], but a hit refreshes an entry only when
+    /// `now >> refresh_shift` differs from its stored `last_seen`'s (a
+    /// change of TCP state always refreshes it).
+    ///
+    /// Why: an exact LRU moves the entry to the head of its list on every
+    /// packet, which writes three nodes — a third of a hit's work. With a
+    /// tick of about a millisecond (`refresh_shift = 20` for nanoseconds), a
+    /// flow of a few thousand packets per second is refreshed once per tick
+    /// and its other packets only read the table. The lists stay exactly
+    /// ordered by stored `last_seen`, so what is evicted is the least
+    /// recently seen flow to within one tick, and timeouts gain one tick of
+    /// slack so that nothing expires early (it may expire up to a tick
+    /// late). Shift 0 is the exact table. Shifts above 40 are clamped.
+    pub fn with_refresh(
+        capacity: usize,
+        max_versions: usize,
+        timeouts: FlowTimeouts,
+        refresh_shift: u32,
+    ) -> Self {
+        let refresh_shift = refresh_shift.min(40);
         let capacity = capacity.min(MAX_CAPACITY);
         let mut nodes = vec![Node::FREE; capacity].into_boxed_slice();
         // Free list in index order: node i links to i + 1; the last to NIL.
@@ -299,6 +333,8 @@ impl FlowTable {
             nodes,
             lists: [empty; 3],
             timeouts: timeout,
+            refresh_shift,
+            refresh_slack: (1u64 << refresh_shift) - 1,
             len: 0,
             clock: 0,
             evictions: 0,
@@ -369,30 +405,39 @@ impl FlowTable {
     pub fn lookup(&mut self, key: &FlowKey, now: u64, flags: TcpFlags) -> Option<FlowEntry> {
         let now = self.tick(now);
         let idx = self.find(self.index_hash(key), key)?;
-        let node = &self.nodes[idx as usize];
-        let reused = node.protocol == TCP && node.state == FlowState::Closing && flags.opens();
+        let i = idx as usize;
+        let node = self.nodes.get(i)?;
+        let class = node.class();
+        let reused = class == Class::Closing && flags.opens();
         if self.is_stale(node) || self.is_expired(node, now) || reused {
             self.remove_node(idx);
             return None;
         }
-        let class = node.class();
-        let node = &mut self.nodes[idx as usize];
+        let closes = class == Class::Tcp && flags.closes();
+        let fresh = (now >> self.refresh_shift) == (node.last_seen >> self.refresh_shift);
+        if fresh && !closes {
+            // Same tick, same state: nothing to write.
+            return Some(self.entry(node));
+        }
+        let at_head = self.lists[class as usize].head == idx;
+        let Some(node) = self.nodes.get_mut(i) else {
+            return None;
+        };
         node.last_seen = now;
-        if node.protocol == TCP && flags.closes() && node.state != FlowState::Closing {
+        if closes {
             let was_counted = node.state == FlowState::Open;
             node.state = FlowState::Closing;
-            let slot = node.slot as usize;
             if was_counted {
-                if let Some(c) = self.counts.get_mut(slot) {
+                if let Some(c) = self.counts.get_mut(node.slot as usize) {
                     *c = c.saturating_sub(1);
                 }
             }
         }
-        if node.class() != class || self.lists[class as usize].head != idx {
+        if closes || !at_head {
             self.unlink(idx, class);
             self.push_front(idx);
         }
-        Some(self.entry(&self.nodes[idx as usize]))
+        Some(self.entry(&self.nodes[i]))
     }
 
     /// The flow's entry without refreshing it: `None` if unknown, stale or
@@ -534,7 +579,8 @@ impl FlowTable {
     }
 
     fn is_expired(&self, node: &Node, now: u64) -> bool {
-        now.saturating_sub(node.last_seen) > self.timeouts[node.class() as usize]
+        now.saturating_sub(node.last_seen)
+            > self.timeouts[node.class() as usize].saturating_add(self.refresh_slack)
     }
 
     fn entry(&self, node: &Node) -> FlowEntry {

@@ -157,7 +157,7 @@ impl EncapTemplate {
 /// encapsulated, towards a backend with a template. `None`, with nothing
 /// changed, when the template does not apply or the packet needs
 /// fragmentation or an ICMP error: the caller then takes [`ipip`].
-#[inline]
+#[inline(always)]
 pub(crate) fn ipip_template<B: FrameBuf>(
     pkt: &mut B,
     p: &Parsed,
@@ -179,6 +179,11 @@ pub(crate) fn ipip_template<B: FrameBuf>(
         return too_big;
     }
     let frame = pkt.bytes_mut();
+    if l2 == ethernet::HEADER_LEN {
+        return Some(
+            untagged(frame, p.ip_len, inner_proto, t).unwrap_or(Verdict::Drop(DropReason::TooBig)),
+        );
+    }
     // The Ethernet header moves to the new front and the outer IP header
     // goes where it was. Fixed-size copies: the Ethernet header is read as
     // 18 bytes (room for a VLAN tag) and written back with the new
@@ -236,6 +241,64 @@ pub(crate) fn ipip_template<B: FrameBuf>(
         }
     }
     Some(Verdict::Forward)
+}
+
+/// [`ipip_template`] for an untagged frame (the common case) once the
+/// outer header's room is prepended: fixed-size writes into the frame's
+/// head, so no length is checked twice. `None` only if the frame is
+/// shorter than its new headers, which the caller's checks rule out.
+#[inline(always)]
+fn untagged(
+    frame: &mut [u8],
+    ip_len: usize,
+    inner_proto: IpProtocol,
+    t: &EncapTemplate,
+) -> Option<Verdict> {
+    const ETH: usize = ethernet::HEADER_LEN;
+    match &t.outer {
+        OuterTemplate::V4 {
+            header,
+            partial_sum,
+            ..
+        } => {
+            let total = u16::try_from(ipv4::HEADER_LEN + ip_len).ok()?;
+            let head = frame.first_chunk_mut::<{ ETH + ipv4::HEADER_LEN }>()?;
+            untagged_ethernet(head, t.next_hop, EtherType::Ipv4);
+            let (_, outer) = head.split_at_mut(ETH);
+            outer.copy_from_slice(header);
+            let mut ip = ipv4::Packet::new_unchecked(outer);
+            ip.set_total_len(total);
+            ip.set_next_header(inner_proto);
+            // The protocol is the low byte of the TTL/protocol word.
+            let sum = partial_sum + u32::from(total) + u32::from(u8::from(inner_proto));
+            ip.set_checksum(!wire::checksum::fold(sum));
+        }
+        OuterTemplate::V6 { header, .. } => {
+            let len = u16::try_from(ip_len).ok()?;
+            let head = frame.first_chunk_mut::<{ ETH + ipv6::HEADER_LEN }>()?;
+            untagged_ethernet(head, t.next_hop, EtherType::Ipv6);
+            let (_, outer) = head.split_at_mut(ETH);
+            outer.copy_from_slice(header);
+            let mut ip = ipv6::Packet::new_unchecked(outer);
+            ip.set_payload_len(len);
+            ip.set_next_header(inner_proto);
+        }
+    }
+    Some(Verdict::Forward)
+}
+
+/// The new Ethernet header at the front of `head`: to `next_hop`, from the
+/// MAC the client sent to (read from the old header, which the prepend
+/// left at `head.len() - 14`), with the outer `ethertype`.
+#[inline(always)]
+fn untagged_ethernet(head: &mut [u8], next_hop: [u8; 6], ethertype: EtherType) {
+    let old = head.len() - ethernet::HEADER_LEN;
+    let mut ours = [0u8; 6];
+    ours.copy_from_slice(&head[old..old + 6]);
+    let mut eth = ethernet::Frame::new_unchecked(&mut head[..ethernet::HEADER_LEN]);
+    eth.set_dst_addr(Address(next_hop));
+    eth.set_src_addr(Address(ours));
+    eth.set_ethertype(ethertype);
 }
 
 /// Encapsulates the packet in IP towards `backend`, in every case: builds

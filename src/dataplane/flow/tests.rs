@@ -79,6 +79,38 @@ fn evicts_least_recently_seen_in_order() {
     assert_eq!(t.active_flows(0), 3);
 }
 
+/// With a refresh tick, hits within the entry's tick write nothing, a hit
+/// in a later tick refreshes it, no entry expires before its timeout after
+/// its real last packet, and eviction still takes the least recently seen
+/// flow (to within a tick).
+#[test]
+fn coarse_refresh_is_bounded() {
+    const SHIFT: u32 = 4; // ticks of 16
+    let mut t = FlowTable::with_refresh(2, 4, T, SHIFT);
+    t.insert(tcp(1), V0, 1, 32, TcpFlags::SYN);
+    t.insert(tcp(2), V0, 2, 33, TcpFlags::SYN);
+    // Same tick as the insert: last_seen stays at 32.
+    assert_eq!(t.lookup(&tcp(1), 47, TcpFlags::ACK).unwrap().last_seen, 32);
+    // The real last packet was at 47: alive at 47 + 300 even though the
+    // stored time says 32.
+    assert!(t.peek(&tcp(1), 47 + T.tcp_idle_ns).is_some());
+    assert!(t.peek(&tcp(1), 32 + T.tcp_idle_ns + 16).is_none());
+    // A later tick refreshes, and moves tcp(1) ahead of tcp(2).
+    assert_eq!(t.lookup(&tcp(1), 48, TcpFlags::ACK).unwrap().last_seen, 48);
+    t.insert(tcp(3), V0, 3, 49, TcpFlags::SYN);
+    assert!(
+        t.peek(&tcp(2), 49).is_none(),
+        "tcp(2) was the least recently seen"
+    );
+    assert!(t.peek(&tcp(1), 49).is_some());
+    // A FIN refreshes within the tick: the state changes.
+    let e = t
+        .lookup(&tcp(1), 50, TcpFlags::FIN.union(TcpFlags::ACK))
+        .unwrap();
+    assert_eq!((e.state, e.last_seen), (FlowState::Closing, 50));
+    assert_eq!(t.evictions(), 1);
+}
+
 #[test]
 fn idle_timeouts_per_class() {
     let mut t = FlowTable::new(8, 1, T);
@@ -338,7 +370,11 @@ struct MEntry {
 }
 
 /// The flow table's specification: a Vec in recency order (oldest first).
+/// With `shift` > 0, a hit in the same `now >> shift` tick as the stored
+/// `last_seen` that changes no state leaves the entry as it is, and
+/// timeouts gain `2^shift - 1` of slack.
 struct Model {
+    shift: u32,
     cap: usize,
     entries: Vec<MEntry>,
     slot_uid: Vec<u64>,
@@ -353,8 +389,8 @@ impl Model {
             (true, FlowState::Closing) => MT.tcp_closing_ns,
         }
     }
-    fn expired(e: &MEntry, now: u64) -> bool {
-        now - e.last_seen > Self::timeout(e)
+    fn expired(&self, e: &MEntry, now: u64) -> bool {
+        now - e.last_seen > Self::timeout(e) + (1u64 << self.shift) - 1
     }
     fn stale(&self, e: &MEntry) -> bool {
         self.slot_uid[e.slot as usize] != e.uid
@@ -375,12 +411,12 @@ impl Model {
     }
     fn oldest_expired(&self, now: u64) -> Option<usize> {
         (0..self.entries.len())
-            .filter(|&i| Self::expired(&self.entries[i], now))
+            .filter(|&i| self.expired(&self.entries[i], now))
             .min_by_key(|&i| self.entries[i].last_seen)
     }
     fn peek(&self, k: &FlowKey, now: u64) -> Option<FlowEntry> {
         let e = &self.entries[self.pos(k)?];
-        (!self.stale(e) && !Self::expired(e, now)).then(|| Self::view(e))
+        (!self.stale(e) && !self.expired(e, now)).then(|| Self::view(e))
     }
     fn count(&self, slot: u32) -> u32 {
         let n = self
@@ -400,11 +436,15 @@ impl Model {
         let e = &self.entries[p];
         let tcp = e.key.protocol == TCP;
         if self.stale(e)
-            || Self::expired(e, now)
+            || self.expired(e, now)
             || (tcp && e.state == FlowState::Closing && f.opens())
         {
             self.entries.remove(p);
             return None;
+        }
+        let closes = tcp && f.closes() && e.state != FlowState::Closing;
+        if now >> self.shift == e.last_seen >> self.shift && !closes {
+            return Some(Self::view(e));
         }
         let mut e = self.entries.remove(p);
         e.last_seen = now;
@@ -511,10 +551,12 @@ proptest! {
     #[test]
     fn matches_model(
         cap in 0..7usize,
+        shift in prop_oneof![Just(0u32), 1..4u32],
         ops in proptest::collection::vec((op(), 1..12u64), 1..120),
     ) {
-        let mut t = FlowTable::new(cap, MODEL_SLOTS as usize, MT);
+        let mut t = FlowTable::with_refresh(cap, MODEL_SLOTS as usize, MT, shift);
         let mut m = Model {
+            shift,
             cap,
             entries: Vec::new(),
             slot_uid: vec![0; MODEL_SLOTS as usize],
