@@ -54,6 +54,7 @@ use crate::control::pool;
 use crate::dataplane::maglev::MaglevTable;
 use crate::snapshot::{Backend, DataplaneSettings, Snapshot, VersionState, MAX_VERSIONS};
 
+pub use build::Staging;
 pub use drain::{observe_workers, DrainObservation};
 pub use error::VersionError;
 pub use reconcile::ReconcileReport;
@@ -552,5 +553,20 @@ impl VersionManager {
     /// and one hash insert per VIP, never a table build.
     pub fn snapshot(&self, generation: u64) -> Result<Snapshot, crate::snapshot::SnapshotError> {
         build::snapshot(self, generation)
+    }
+
+    /// The table of the current state derived from `parent` (the published
+    /// one): unchanged versions are shared with it, so the cost is that of
+    /// the versions that changed plus one VIP insert and a few comparisons
+    /// per version. Next hops not known statically come from `kernel`.
+    /// `staging` chooses the states DNS will see (see [`Staging`]).
+    pub fn snapshot_from(
+        &self,
+        parent: &Snapshot,
+        generation: u64,
+        kernel: &HashMap<IpAddr, [u8; 6]>,
+        staging: Staging,
+    ) -> Result<Snapshot, crate::snapshot::SnapshotError> {
+        build::derived(self, parent, generation, kernel, staging)
     }
 }
