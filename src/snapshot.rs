@@ -517,3 +517,100 @@ impl SnapshotCell {
         self.inner.store(snapshot);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::config::Forwarding;
+    use crate::testkit;
+
+    fn base() -> Snapshot {
+        match testkit::snapshot(4, 3, Forwarding::Ipip, 251) {
+            Ok(s) => s,
+            Err(e) => panic!("test snapshot: {e}"),
+        }
+    }
+
+    #[test]
+    fn derived_snapshot_shares_kept_versions_and_lists_changed_slots() {
+        let parent = base();
+        let mut b = parent.derive(2, parent.settings.clone(), Arc::clone(&parent.services));
+        for slot in [0, 1, 3] {
+            b.keep(slot).unwrap();
+        }
+        let mut replaced = parent.version(2).unwrap().clone();
+        replaced.uid = 99;
+        b.add(replaced).unwrap();
+        let child = b.finish();
+        assert_eq!(child.generation, 2);
+        assert_eq!(child.changed_since(1), Some(&[2u32][..]));
+        assert_eq!(child.changed_since(0), None, "only from its parent");
+        assert_eq!(parent.changed_since(0), None, "built from scratch");
+        for slot in [0, 1, 3] {
+            assert!(child.shares_version(&parent, slot), "slot {slot}");
+        }
+        assert!(!child.shares_version(&parent, 2));
+        assert_eq!(child.version(2).map(|v| v.uid), Some(99));
+        // Every VIP still found with one probe.
+        for v in parent.versions() {
+            for vip in &v.vips {
+                assert_eq!(child.version_for_vip(vip).map(|x| x.slot), Some(v.slot));
+            }
+        }
+        assert!(Arc::ptr_eq(&child.services, &parent.services));
+    }
+
+    #[test]
+    fn derived_snapshot_drops_versions_not_kept() {
+        let parent = base();
+        let mut b = parent.derive(2, parent.settings.clone(), Arc::clone(&parent.services));
+        b.keep(0).unwrap();
+        let child = b.finish();
+        assert_eq!(child.versions().count(), 1);
+        let gone = parent.version(1).unwrap().vips[0];
+        assert!(child.version_for_vip(&gone).is_none());
+        assert_eq!(child.changed_since(1), Some(&[][..]));
+    }
+
+    #[test]
+    fn keep_checks_the_same_invariants_as_new() {
+        let parent = base();
+        let services = Arc::clone(&parent.services);
+        // Twice the same slot.
+        let mut b = parent.derive(2, parent.settings.clone(), Arc::clone(&services));
+        b.keep(0).unwrap();
+        assert_eq!(b.keep(0), Err(SnapshotError::SlotTaken(0)));
+        // A slot the parent does not have.
+        assert_eq!(b.keep(7), Err(SnapshotError::NotInParent(7)));
+        // A new version taking a kept version's VIP.
+        let mut clash = parent.version(1).unwrap().clone();
+        clash.slot = 9;
+        clash.uid = 50;
+        clash.vips = parent.version(0).unwrap().vips.clone();
+        assert_eq!(
+            b.add(clash.clone()),
+            Err(SnapshotError::VipTaken(clash.vips[0]))
+        );
+        // A kept version whose service is gone from the new list.
+        let fewer = Arc::new(services[..1].to_vec());
+        let mut b = parent.derive(2, parent.settings.clone(), fewer);
+        assert_eq!(
+            b.keep(3),
+            Err(SnapshotError::NoService {
+                slot: 3,
+                service: 3
+            })
+        );
+        // Out of range and released, as in `new`.
+        let mut b = parent.derive(2, parent.settings.clone(), services);
+        let mut far = parent.version(0).unwrap().clone();
+        far.slot = u32::try_from(MAX_VERSIONS).unwrap();
+        assert_eq!(
+            b.add(far.clone()),
+            Err(SnapshotError::SlotOutOfRange(far.slot))
+        );
+        let mut gone = parent.version(0).unwrap().clone();
+        gone.state = VersionState::Released;
+        assert_eq!(b.add(gone), Err(SnapshotError::Released(0)));
+    }
+}

@@ -460,3 +460,7 @@ impl ControlCounts for ControlPlane {
         out
     }
 }
+
+#[cfg(test)]
+#[path = "plane_tests.rs"]
+mod tests;
