@@ -148,21 +148,15 @@ impl MaglevTable {
         }
 
         let mut entries = vec![EMPTY; m];
-        // Which slots are taken, one bit each: the fill probes about
-        // M ln M slots at random, and 8 KiB of bits (M = 65 537) stay in
-        // the L1 cache where the 128 KiB of entries do not.
-        let mut taken = vec![0u64; m.div_ceil(64)];
-        let is_taken = |t: &[u64], slot: usize| t[slot >> 6] & (1u64 << (slot & 63)) != 0;
         let mut filled = 0;
         'fill: loop {
             for (index, next, skip) in cursors.iter_mut() {
                 // Terminates: the table is not full, and a skip in 1..M with M
                 // prime walks all M slots.
                 let mut slot = *next;
-                while is_taken(&taken, slot) {
+                while entries[slot] != EMPTY {
                     slot = advance(slot, *skip, m);
                 }
-                taken[slot >> 6] |= 1u64 << (slot & 63);
                 entries[slot] = *index;
                 *next = advance(slot, *skip, m);
                 filled += 1;
