@@ -2,8 +2,9 @@
 //!
 //! Every change — rollout, rollback, reload, a health verdict, a release by
 //! the drain rule — goes through [`ControlPlane`]: it is applied to a copy
-//! of the version manager, the copy's state is written to the state file,
-//! and only then is the new snapshot published and the copy kept. A change
+//! of the version manager, a snapshot derived from the published one is
+//! published (with a state file: first the data plane's view, then the
+//! state is written, then DNS's view; see `change`), and the copy is kept. A change
 //! that fails anywhere leaves everything as it was, which is what a `4xx`
 //! from the admin API promises.
 
