@@ -627,7 +627,7 @@ fn derived_snapshot_rebuilds_only_the_changed_versions_and_stages_new_ones() {
     assert!(fin.shares_version(&s1, api_slot));
     assert!(!fin.shares_version(&s1, web_v1));
     let v2 = fin.version_for_vip(&ip("203.0.113.2")).unwrap();
-    let mut changed = vec![web_v1, v2.slot];
+    let mut changed = [web_v1, v2.slot];
     changed.sort_unstable();
     assert_eq!(fin.changed_since(1), Some(&changed[..]));
     // Staged: v2 forwards but is not active; v1 stays active for DNS.
