@@ -120,23 +120,43 @@ pub struct VersionEntry {
 }
 
 /// The whole service table as one immutable value.
+///
+/// Versions are held behind `Arc`s, so a snapshot derived from the previous
+/// one ([`Snapshot::derive`]) shares every version that did not change: a
+/// rollout of one service out of a thousand builds one version (its encap
+/// templates; its Maglev table was built by the manager) and copies 999
+/// pointers.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
     /// Raised by one on every publish.
     pub generation: u64,
     pub settings: DataplaneSettings,
-    pub services: Vec<ServiceEntry>,
+    /// Shared with the previous snapshot while no service changed.
+    pub services: Arc<Vec<ServiceEntry>>,
     /// Indexed by slot; `None` for a free slot.
-    versions: Vec<Option<LiveVersion>>,
+    versions: Vec<Option<Arc<LiveVersion>>>,
     /// VIP (as [`vip_key`]) → slot of the version holding it. One VIP
     /// belongs to one version (the pools guarantee it), so the port is
     /// checked after the lookup.
     vips: hashbrown::HashMap<u128, u32, BuildHasherDefault<VipHasher>>,
+    /// What changed since the snapshot this one was derived from, so a
+    /// worker that saw that one binds only the changed slots.
+    delta: Option<Delta>,
+}
+
+/// The difference between a derived snapshot and its parent.
+#[derive(Debug, Clone)]
+struct Delta {
+    /// The parent's generation.
+    parent: u64,
+    /// Slots whose version is new or replaced, ascending. Freed slots are
+    /// not listed: nothing is bound for them.
+    changed: Arc<[u32]>,
 }
 
 /// A published version with what the data plane derives from it once, at
 /// build time, instead of per packet.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct LiveVersion {
     version: VersionEntry,
     /// One per backend, in `version.backends` order: the backend's outer
@@ -202,6 +222,8 @@ pub enum SnapshotError {
     NoService { slot: u32, service: u32 },
     #[error("version in slot {0} is released: released versions are not published")]
     Released(u32),
+    #[error("slot {0} has no version in the snapshot it is derived from")]
+    NotInParent(u32),
 }
 
 impl Snapshot {
@@ -210,52 +232,51 @@ impl Snapshot {
     pub fn new(
         generation: u64,
         settings: DataplaneSettings,
-        services: Vec<ServiceEntry>,
+        services: impl Into<Arc<Vec<ServiceEntry>>>,
         versions: Vec<VersionEntry>,
     ) -> Result<Snapshot, SnapshotError> {
-        let max_slot = versions
-            .iter()
-            .map(|v| v.slot)
-            .max()
-            .map_or(0, |s| s as usize + 1);
-        let mut slots: Vec<Option<LiveVersion>> = vec![None; max_slot];
-        let mut vips = hashbrown::HashMap::with_hasher(BuildHasherDefault::default());
+        let mut b = SnapshotBuilder::new(generation, settings, services.into(), None);
         for v in versions {
-            let idx = v.slot as usize;
-            if idx >= MAX_VERSIONS {
-                return Err(SnapshotError::SlotOutOfRange(v.slot));
-            }
-            if v.service as usize >= services.len() {
-                return Err(SnapshotError::NoService {
-                    slot: v.slot,
-                    service: v.service,
-                });
-            }
-            if v.state == VersionState::Released {
-                return Err(SnapshotError::Released(v.slot));
-            }
-            if slots[idx].is_some() {
-                return Err(SnapshotError::SlotTaken(v.slot));
-            }
-            for vip in &v.vips {
-                if vips.insert(vip_key(vip), v.slot).is_some() {
-                    return Err(SnapshotError::VipTaken(*vip));
-                }
-            }
-            let encap = v
-                .backends
-                .iter()
-                .map(|b| EncapTemplate::new(b, &settings))
-                .collect();
-            slots[idx] = Some(LiveVersion { version: v, encap });
+            b.add(v)?;
         }
-        Ok(Snapshot {
-            generation,
-            settings,
-            services,
-            versions: slots,
-            vips,
-        })
+        Ok(b.finish())
+    }
+
+    /// Starts a snapshot derived from `self`: versions the caller
+    /// [`keep`](SnapshotBuilder::keep)s are shared, not rebuilt, and the
+    /// result records which slots changed. The same invariants as
+    /// [`Snapshot::new`] are checked on every version, kept or added.
+    pub fn derive(
+        &self,
+        generation: u64,
+        settings: DataplaneSettings,
+        services: Arc<Vec<ServiceEntry>>,
+    ) -> SnapshotBuilder<'_> {
+        SnapshotBuilder::new(generation, settings, services, Some(self))
+    }
+
+    /// When this snapshot was derived from generation `parent`: the slots
+    /// whose version is new or replaced since it, ascending. `None` when it
+    /// was built from scratch or from another generation (bind everything).
+    pub fn changed_since(&self, parent: u64) -> Option<&[u32]> {
+        self.delta
+            .as_ref()
+            .filter(|d| d.parent == parent)
+            .map(|d| &*d.changed)
+    }
+
+    /// True when the version in `slot` is the very same (shared) value in
+    /// both snapshots.
+    pub fn shares_version(&self, other: &Snapshot, slot: u32) -> bool {
+        match (self.live(slot), other.live(slot)) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+
+    #[inline]
+    fn live(&self, slot: u32) -> Option<&Arc<LiveVersion>> {
+        self.versions.get(slot as usize)?.as_ref()
     }
 
     /// An empty table: every packet is `no_service`.
@@ -263,9 +284,10 @@ impl Snapshot {
         Snapshot {
             generation: 0,
             settings,
-            services: Vec::new(),
+            services: Arc::new(Vec::new()),
             versions: Vec::new(),
             vips: hashbrown::HashMap::with_hasher(BuildHasherDefault::default()),
+            delta: None,
         }
     }
 
@@ -295,7 +317,7 @@ impl Snapshot {
     #[inline]
     fn live_for_key(&self, key: u128) -> Option<&LiveVersion> {
         let slot = *self.vips.get(&key)?;
-        self.versions.get(slot as usize)?.as_ref()
+        self.versions.get(slot as usize)?.as_deref()
     }
 
     /// The version in `slot`.
@@ -319,6 +341,136 @@ impl Snapshot {
     /// every version of the snapshot.
     pub fn slot_count(&self) -> usize {
         self.versions.len()
+    }
+}
+
+/// Builds a [`Snapshot`] version by version, checking every invariant the
+/// fast path relies on as it goes; see [`Snapshot::new`] and
+/// [`Snapshot::derive`].
+pub struct SnapshotBuilder<'p> {
+    parent: Option<&'p Snapshot>,
+    generation: u64,
+    settings: DataplaneSettings,
+    services: Arc<Vec<ServiceEntry>>,
+    versions: Vec<Option<Arc<LiveVersion>>>,
+    vips: hashbrown::HashMap<u128, u32, BuildHasherDefault<VipHasher>>,
+    changed: Vec<u32>,
+}
+
+impl<'p> SnapshotBuilder<'p> {
+    fn new(
+        generation: u64,
+        settings: DataplaneSettings,
+        services: Arc<Vec<ServiceEntry>>,
+        parent: Option<&'p Snapshot>,
+    ) -> SnapshotBuilder<'p> {
+        let (slots, vips) = parent.map_or((0, 0), |p| (p.versions.len(), p.vips.len()));
+        SnapshotBuilder {
+            parent,
+            generation,
+            settings,
+            services,
+            versions: Vec::with_capacity(slots),
+            vips: hashbrown::HashMap::with_capacity_and_hasher(vips, BuildHasherDefault::default()),
+            changed: Vec::new(),
+        }
+    }
+
+    /// The parent's version in `slot`, to decide whether to keep it.
+    pub fn parent_version(&self, slot: u32) -> Option<&'p VersionEntry> {
+        self.parent?.version(slot)
+    }
+
+    /// Keeps the parent's version in `slot` as it is (shared, not copied).
+    /// Fails when there is no parent version there, or when it breaks an
+    /// invariant in this snapshot (slot taken, VIP held twice, service
+    /// index beyond this snapshot's services).
+    pub fn keep(&mut self, slot: u32) -> Result<(), SnapshotError> {
+        let live = self
+            .parent
+            .and_then(|p| p.live(slot))
+            .ok_or(SnapshotError::NotInParent(slot))?;
+        self.place(Arc::clone(live), false)
+    }
+
+    /// Adds a new version (its encapsulation templates are built here).
+    pub fn add(&mut self, version: VersionEntry) -> Result<(), SnapshotError> {
+        if version.slot as usize >= MAX_VERSIONS {
+            return Err(SnapshotError::SlotOutOfRange(version.slot));
+        }
+        let encap = version
+            .backends
+            .iter()
+            .map(|b| EncapTemplate::new(b, &self.settings))
+            .collect();
+        self.place(Arc::new(LiveVersion { version, encap }), true)
+    }
+
+    fn place(&mut self, live: Arc<LiveVersion>, new: bool) -> Result<(), SnapshotError> {
+        let v = &live.version;
+        let idx = v.slot as usize;
+        if idx >= MAX_VERSIONS {
+            return Err(SnapshotError::SlotOutOfRange(v.slot));
+        }
+        if v.service as usize >= self.services.len() {
+            return Err(SnapshotError::NoService {
+                slot: v.slot,
+                service: v.service,
+            });
+        }
+        if v.state == VersionState::Released {
+            return Err(SnapshotError::Released(v.slot));
+        }
+        if self.versions.get(idx).is_some_and(Option::is_some) {
+            return Err(SnapshotError::SlotTaken(v.slot));
+        }
+        for (i, vip) in v.vips.iter().enumerate() {
+            if self.vips.insert(vip_key(vip), v.slot).is_some() {
+                // Undo this version's inserts: the builder stays consistent
+                // for a caller that reports the error and drops it.
+                for earlier in &v.vips[..i] {
+                    self.vips.remove(&vip_key(earlier));
+                }
+                return Err(SnapshotError::VipTaken(*vip));
+            }
+        }
+        let shared = !new && self.parent.is_some_and(|p| p.shares_live(idx, &live));
+        if !shared {
+            self.changed.push(v.slot);
+        }
+        if self.versions.len() <= idx {
+            self.versions.resize(idx + 1, None);
+        }
+        self.versions[idx] = Some(live);
+        Ok(())
+    }
+
+    /// The snapshot. Derived snapshots remember what changed since their
+    /// parent.
+    pub fn finish(mut self) -> Snapshot {
+        self.changed.sort_unstable();
+        let delta = self.parent.map(|p| Delta {
+            parent: p.generation,
+            changed: Arc::from(self.changed),
+        });
+        Snapshot {
+            generation: self.generation,
+            settings: self.settings,
+            services: self.services,
+            versions: self.versions,
+            vips: self.vips,
+            delta,
+        }
+    }
+}
+
+impl Snapshot {
+    /// True when `live` is the parent's own version in slot `idx`.
+    fn shares_live(&self, idx: usize, live: &Arc<LiveVersion>) -> bool {
+        self.versions
+            .get(idx)
+            .and_then(Option::as_ref)
+            .is_some_and(|p| Arc::ptr_eq(p, live))
     }
 }
 
@@ -354,5 +506,108 @@ impl SnapshotCell {
     /// Makes `snapshot` the current one for every worker's next burst.
     pub fn publish(&self, snapshot: Snapshot) {
         self.inner.store(Arc::new(snapshot));
+    }
+
+    /// [`SnapshotCell::publish`] of a snapshot the caller keeps a reference
+    /// to (the control plane derives the next one from it).
+    pub fn publish_arc(&self, snapshot: Arc<Snapshot>) {
+        self.inner.store(snapshot);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::config::Forwarding;
+    use crate::testkit;
+
+    fn base() -> Snapshot {
+        match testkit::snapshot(4, 3, Forwarding::Ipip, 251) {
+            Ok(s) => s,
+            Err(e) => panic!("test snapshot: {e}"),
+        }
+    }
+
+    #[test]
+    fn derived_snapshot_shares_kept_versions_and_lists_changed_slots() {
+        let parent = base();
+        let mut b = parent.derive(2, parent.settings.clone(), Arc::clone(&parent.services));
+        for slot in [0, 1, 3] {
+            b.keep(slot).unwrap();
+        }
+        let mut replaced = parent.version(2).unwrap().clone();
+        replaced.uid = 99;
+        b.add(replaced).unwrap();
+        let child = b.finish();
+        assert_eq!(child.generation, 2);
+        assert_eq!(child.changed_since(1), Some(&[2u32][..]));
+        assert_eq!(child.changed_since(0), None, "only from its parent");
+        assert_eq!(parent.changed_since(0), None, "built from scratch");
+        for slot in [0, 1, 3] {
+            assert!(child.shares_version(&parent, slot), "slot {slot}");
+        }
+        assert!(!child.shares_version(&parent, 2));
+        assert_eq!(child.version(2).map(|v| v.uid), Some(99));
+        // Every VIP still found with one probe.
+        for v in parent.versions() {
+            for vip in &v.vips {
+                assert_eq!(child.version_for_vip(vip).map(|x| x.slot), Some(v.slot));
+            }
+        }
+        assert!(Arc::ptr_eq(&child.services, &parent.services));
+    }
+
+    #[test]
+    fn derived_snapshot_drops_versions_not_kept() {
+        let parent = base();
+        let mut b = parent.derive(2, parent.settings.clone(), Arc::clone(&parent.services));
+        b.keep(0).unwrap();
+        let child = b.finish();
+        assert_eq!(child.versions().count(), 1);
+        let gone = parent.version(1).unwrap().vips[0];
+        assert!(child.version_for_vip(&gone).is_none());
+        assert_eq!(child.changed_since(1), Some(&[][..]));
+    }
+
+    #[test]
+    fn keep_checks_the_same_invariants_as_new() {
+        let parent = base();
+        let services = Arc::clone(&parent.services);
+        // Twice the same slot.
+        let mut b = parent.derive(2, parent.settings.clone(), Arc::clone(&services));
+        b.keep(0).unwrap();
+        assert_eq!(b.keep(0), Err(SnapshotError::SlotTaken(0)));
+        // A slot the parent does not have.
+        assert_eq!(b.keep(7), Err(SnapshotError::NotInParent(7)));
+        // A new version taking a kept version's VIP.
+        let mut clash = parent.version(1).unwrap().clone();
+        clash.slot = 9;
+        clash.uid = 50;
+        clash.vips = parent.version(0).unwrap().vips.clone();
+        assert_eq!(
+            b.add(clash.clone()),
+            Err(SnapshotError::VipTaken(clash.vips[0]))
+        );
+        // A kept version whose service is gone from the new list.
+        let fewer = Arc::new(services[..1].to_vec());
+        let mut b = parent.derive(2, parent.settings.clone(), fewer);
+        assert_eq!(
+            b.keep(3),
+            Err(SnapshotError::NoService {
+                slot: 3,
+                service: 3
+            })
+        );
+        // Out of range and released, as in `new`.
+        let mut b = parent.derive(2, parent.settings.clone(), services);
+        let mut far = parent.version(0).unwrap().clone();
+        far.slot = u32::try_from(MAX_VERSIONS).unwrap();
+        assert_eq!(
+            b.add(far.clone()),
+            Err(SnapshotError::SlotOutOfRange(far.slot))
+        );
+        let mut gone = parent.version(0).unwrap().clone();
+        gone.state = VersionState::Released;
+        assert_eq!(b.add(gone), Err(SnapshotError::Released(0)));
     }
 }

@@ -122,7 +122,7 @@ fn dig_short(port: u16, name: &str, rtype: &str) -> String {
 fn web(generation: u64, versions: &[(u32, VersionState, [&str; 2])]) -> Snapshot {
     let base = testkit::snapshot(1, 1, Forwarding::Ipip, 251).expect("snapshot");
     let template = base.versions().next().expect("version").clone();
-    let mut services = base.services.clone();
+    let mut services = base.services.to_vec();
     services[0].name = Arc::from("web");
     let versions = versions
         .iter()

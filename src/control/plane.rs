@@ -2,8 +2,9 @@
 //!
 //! Every change — rollout, rollback, reload, a health verdict, a release by
 //! the drain rule — goes through [`ControlPlane`]: it is applied to a copy
-//! of the version manager, the copy's state is written to the state file,
-//! and only then is the new snapshot published and the copy kept. A change
+//! of the version manager, a snapshot derived from the published one is
+//! published (with a state file: first the data plane's view, then the
+//! state is written, then DNS's view; see `change`), and the copy is kept. A change
 //! that fails anywhere leaves everything as it was, which is what a `4xx`
 //! from the admin API promises.
 
@@ -17,11 +18,11 @@ use serde::Serialize;
 
 use crate::control::config::{self, Config};
 use crate::control::neighbors;
-use crate::control::nexthop::{KernelView, Route};
+use crate::control::nexthop::{KernelView, Resolver, Route};
 use crate::control::state::{self, StateError};
 use crate::control::versions::{
-    observe_workers, ReconcileReport, ReleaseReason, VersionError, VersionInfo, VersionManager,
-    VersionSelector,
+    observe_workers, ReconcileReport, ReleaseReason, Staging, VersionError, VersionInfo,
+    VersionManager, VersionSelector,
 };
 use crate::dataplane::stats::WorkerStats;
 use crate::snapshot::{Snapshot, SnapshotCell, SnapshotError};
@@ -84,10 +85,15 @@ struct Inner {
 /// packets to it can reach the workers (the AF_XDP redirect map).
 pub type VipHook = Box<dyn Fn(&[IpAddr]) + Send + Sync>;
 
+/// Told about every snapshot just before it is published (tests check the
+/// publishing order with it).
+pub type PublishObserver = Box<dyn Fn(&Snapshot) + Send + Sync>;
+
 /// The control plane of one running appliance.
 pub struct ControlPlane {
     inner: Mutex<Inner>,
     vip_hook: std::sync::OnceLock<VipHook>,
+    observer: std::sync::OnceLock<PublishObserver>,
     cell: Arc<SnapshotCell>,
     workers: Vec<Arc<WorkerStats>>,
     epoch: Instant,
@@ -139,6 +145,7 @@ impl ControlPlane {
             }),
             cell: Arc::new(SnapshotCell::new(first)),
             vip_hook: std::sync::OnceLock::new(),
+            observer: std::sync::OnceLock::new(),
             workers,
             epoch,
             config_path: config_path.to_path_buf(),
@@ -162,11 +169,21 @@ impl ControlPlane {
         }
     }
 
+    /// Installs `observer`, called with every snapshot just before it is
+    /// published, with the control lock held (so it sees them in order).
+    /// Only the first call installs.
+    pub fn set_publish_observer(&self, observer: PublishObserver) {
+        let _ = self.observer.set(observer);
+    }
+
     /// Publishes `snap`, keeping the VIP hook ahead of DNS. Called with
     /// the lock held, so publishes are ordered.
-    fn publish(&self, snap: Snapshot) {
+    fn publish(&self, snap: Arc<Snapshot>) {
+        if let Some(observe) = self.observer.get() {
+            observe(&snap);
+        }
         match self.vip_hook.get() {
-            None => self.cell.publish(snap),
+            None => self.cell.publish_arc(snap),
             Some(hook) => {
                 let new = vips_of(&snap);
                 let mut both = vips_of(&self.cell.load_full());
@@ -174,7 +191,7 @@ impl ControlPlane {
                 both.sort();
                 both.dedup();
                 hook(&both);
-                self.cell.publish(snap);
+                self.cell.publish_arc(snap);
                 hook(&new);
             }
         }
@@ -242,9 +259,9 @@ impl ControlPlane {
     /// refused and the running state kept.
     pub fn reload(&self) -> Result<ReconcileReport, ControlError> {
         let cfg = config::load(&self.config_path)?;
-        let report = self.change(|m, inner_cfg| {
+        let report = self.change(|m, new_cfg| {
             let r = m.reconcile(&cfg, SystemTime::now())?;
-            *inner_cfg = cfg.clone();
+            *new_cfg = Some(cfg);
             Ok(r)
         })?;
         tracing::info!(
@@ -310,7 +327,7 @@ impl ControlPlane {
                 Ok(Some(next)) => {
                     inner.generation = next.generation;
                     tracing::info!(generation = next.generation, "next hops changed");
-                    self.publish(next);
+                    self.publish(Arc::new(next));
                 }
                 Ok(None) => {}
                 Err(e) => tracing::warn!(error = %e, "next-hop refresh failed"),
@@ -326,29 +343,87 @@ impl ControlPlane {
         );
     }
 
-    /// Applies `f` to a copy of the manager; when the copy changed, writes
-    /// its state, publishes its snapshot and keeps it. Any error leaves the
-    /// running state untouched.
+    /// Applies `f` to a copy of the manager; when the copy changed, publishes
+    /// it and keeps it. Any error leaves the running state untouched.
+    ///
+    /// Without a state file there is one publish. With one, SPEC §2's order
+    /// (data plane first, then DNS) is kept across the durable write too:
+    ///
+    /// 1. a snapshot in which every version of the copy forwards but DNS
+    ///    still sees the running states (a new version shows as
+    ///    `draining`, so DNS does not name its VIP): the workers see the
+    ///    change as soon as this store is done;
+    /// 2. the copy's state is written and fsynced;
+    /// 3. the snapshot with the copy's states: DNS names the new VIP.
+    ///
+    /// A crash between 1 and 3 restarts from the old state file: the new VIP
+    /// was never named by DNS, so forgetting it is safe. A failed write in 2
+    /// republishes the running state and returns the error. Step 1 is
+    /// skipped when it would change nothing (a rollback, a health verdict:
+    /// no new version).
     fn change<T>(
         &self,
-        f: impl FnOnce(&mut VersionManager, &mut Config) -> Result<T, ControlError>,
+        f: impl FnOnce(&mut VersionManager, &mut Option<Config>) -> Result<T, ControlError>,
     ) -> Result<T, ControlError> {
         let mut inner = self.lock();
         let mut next = inner.manager.clone();
-        let mut cfg = inner.cfg.clone();
-        let out = f(&mut next, &mut cfg)?;
+        let mut new_cfg = None;
+        let out = f(&mut next, &mut new_cfg)?;
         if next.revision() == inner.manager.revision() {
+            if let Some(cfg) = new_cfg {
+                inner.cfg = cfg;
+            }
             return Ok(out);
         }
-        let generation = inner.generation + 1;
-        let snap = with_next_hops(&cfg, next.snapshot(generation)?, &inner.kernel)?;
-        if let Some(path) = &cfg.state.path {
-            state::save(path, &next.persisted(SystemTime::now()))?;
+        let current = self.cell.load_full();
+        let inner = &mut *inner;
+        let cfg = new_cfg.as_ref().unwrap_or(&inner.cfg);
+        let resolver = Resolver::new(cfg, &inner.kernel);
+        let kernel = &|forwarding, addr| resolver.next_hop(forwarding, addr);
+        let state_path = cfg.state.path.clone();
+        let mut generation = inner.generation;
+        let mut parent = current;
+        if let Some(path) = &state_path {
+            let staged =
+                next.snapshot_from(&parent, generation + 1, kernel, Staging::DataplaneOnly)?;
+            if staged.changed_since(parent.generation) != Some(&[]) {
+                generation += 1;
+                let staged = Arc::new(staged);
+                self.publish(Arc::clone(&staged));
+                parent = staged;
+            }
+            if let Err(e) = state::save(path, &next.persisted(SystemTime::now())) {
+                if generation != inner.generation {
+                    // Take the staged version out of the data plane again.
+                    match inner.manager.snapshot_from(
+                        &parent,
+                        generation + 1,
+                        kernel,
+                        Staging::Final,
+                    ) {
+                        Ok(back) => {
+                            inner.generation = back.generation;
+                            self.publish(Arc::new(back));
+                        }
+                        // Cannot happen (it was published before); the
+                        // staged snapshot names no VIP in DNS that the
+                        // state file lacks, so it may stay.
+                        Err(se) => {
+                            inner.generation = generation;
+                            tracing::error!(error = %se, "restoring the running snapshot failed");
+                        }
+                    }
+                }
+                return Err(e.into());
+            }
         }
+        let snap = next.snapshot_from(&parent, generation + 1, kernel, Staging::Final)?;
         inner.generation = snap.generation;
-        self.publish(snap);
+        self.publish(Arc::new(snap));
         inner.manager = next;
-        inner.cfg = cfg;
+        if let Some(cfg) = new_cfg {
+            inner.cfg = cfg;
+        }
         Ok(out)
     }
 }
@@ -410,3 +485,7 @@ impl ControlCounts for ControlPlane {
         out
     }
 }
+
+#[cfg(test)]
+#[path = "plane_tests.rs"]
+mod tests;

@@ -17,10 +17,12 @@
 //! and a snapshot is published with one atomic pointer store, so publishing
 //! one snapshot that already carries the new version as `active` is safe:
 //! the instant a DNS answer can name the new VIP, the workers forward it.
-//! No intermediate "published but not in DNS" state is needed, and none is
-//! offered (the snapshot's [`VersionState`] has no such variant). Anything
-//! that updates DNS *outside* the snapshot (the RFC 2136 pusher) must run
-//! after the publish.
+//! With a state file the control plane publishes twice around the durable
+//! write ([`Staging::DataplaneOnly`] first: the new version forwards but
+//! shows as `draining`, so DNS does not name it yet; then the final
+//! states), so the workers see a change before the fsync and DNS names a
+//! VIP only once it is on disk. Anything that updates DNS *outside* the
+//! snapshot (the RFC 2136 pusher) must run after the publish.
 //!
 //! # Time
 //!
@@ -54,6 +56,7 @@ use crate::control::pool;
 use crate::dataplane::maglev::MaglevTable;
 use crate::snapshot::{Backend, DataplaneSettings, Snapshot, VersionState, MAX_VERSIONS};
 
+pub use build::Staging;
 pub use drain::{observe_workers, DrainObservation};
 pub use error::VersionError;
 pub use reconcile::ReconcileReport;
@@ -233,8 +236,10 @@ impl ServiceRecord {
 /// Owns the versions of every service; see the module documentation.
 #[derive(Debug, Clone)]
 pub struct VersionManager {
-    /// Configuration order, removed services after.
-    services: Vec<ServiceRecord>,
+    /// Configuration order, removed services after. Behind `Arc`s so that
+    /// the copy `ControlPlane::change` works on shares every record it does
+    /// not change (`Arc::make_mut` copies one on its first change).
+    services: Vec<Arc<ServiceRecord>>,
     pools: Vec<VipPool>,
     settings: DataplaneSettings,
     neighbors: HashMap<IpAddr, [u8; 6]>,
@@ -265,7 +270,7 @@ impl VersionManager {
         let now = unix_ms(now);
         let mut m = VersionManager::empty(cfg, now);
         for i in 0..cfg.services.len() {
-            m.services.push(ServiceRecord::new(cfg, i));
+            m.services.push(Arc::new(ServiceRecord::new(cfg, i)));
             let si = m.services.len() - 1;
             let families = m.services[si].families.clone();
             let backends = cfg.services[i].backends.clone();
@@ -364,7 +369,7 @@ impl VersionManager {
     ) -> Result<VersionInfo, VersionError> {
         let now = unix_ms(now);
         let si = self.index(service)?;
-        let rec = &mut self.services[si];
+        let rec = Arc::make_mut(&mut self.services[si]);
         if rec.active().is_none() {
             return Err(VersionError::NoActive(service.to_string()));
         }
@@ -473,7 +478,7 @@ impl VersionManager {
         self.neighbors = cfg.dataplane.neighbors.iter().copied().collect();
         self.dns_ttl = Duration::from_secs(u64::from(cfg.dns.ttl));
         self.table_size = cfg.dataplane.maglev_table_size;
-        for rec in &mut self.services {
+        for rec in self.services.iter_mut().map(Arc::make_mut) {
             for v in &mut rec.live {
                 for b in &mut v.backends {
                     b.next_hop = self.neighbors.get(&b.addr).copied();
@@ -490,7 +495,7 @@ impl VersionManager {
     /// Makes the newest live version of service `si` active; the previous
     /// active one starts draining at `now`.
     fn activate_newest(&mut self, si: usize, now: u64) {
-        let rec = &mut self.services[si];
+        let rec = Arc::make_mut(&mut self.services[si]);
         if let Some(a) = rec.active_mut() {
             a.state = VersionState::Draining;
             a.draining_since = Some(now);
@@ -507,7 +512,7 @@ impl VersionManager {
         let cooldown = self
             .pool(&self.services[si].pool)
             .map_or(self.dns_ttl.saturating_mul(10), |p| p.cooldown);
-        let rec = &mut self.services[si];
+        let rec = Arc::make_mut(&mut self.services[si]);
         let mut v = rec.live.remove(vi);
         v.state = VersionState::Released;
         v.released_at = Some(now);
@@ -552,5 +557,23 @@ impl VersionManager {
     /// and one hash insert per VIP, never a table build.
     pub fn snapshot(&self, generation: u64) -> Result<Snapshot, crate::snapshot::SnapshotError> {
         build::snapshot(self, generation)
+    }
+
+    /// The table of the current state derived from `parent` (the published
+    /// one): unchanged versions are shared with it, so the cost is that of
+    /// the versions that changed plus one VIP insert and a few comparisons
+    /// per version. Next hops not known statically come from `next_hop`
+    /// (the service's forwarding and the backend's address; the control
+    /// plane asks its `nexthop::Resolver`, which knows on-link prefixes and
+    /// gateways). `staging` chooses the states DNS will see (see
+    /// [`Staging`]).
+    pub fn snapshot_from(
+        &self,
+        parent: &Snapshot,
+        generation: u64,
+        next_hop: &dyn Fn(Forwarding, IpAddr) -> Option<[u8; 6]>,
+        staging: Staging,
+    ) -> Result<Snapshot, crate::snapshot::SnapshotError> {
+        build::derived(self, parent, generation, next_hop, staging)
     }
 }

@@ -420,9 +420,7 @@ impl FlowTable {
             return Some(self.entry(node));
         }
         let at_head = self.lists[class as usize].head == idx;
-        let Some(node) = self.nodes.get_mut(i) else {
-            return None;
-        };
+        let node = self.nodes.get_mut(i)?;
         node.last_seen = now;
         if closes {
             let was_counted = node.state == FlowState::Open;

@@ -63,6 +63,11 @@ const FLOW_REFRESH_SHIFT: u32 = 20;
 /// Expired flow entries removed per burst at most: bounded work per poll.
 const EXPIRE_BUDGET: usize = 64;
 
+/// Version slots whose active-flow gauge one burst refreshes at most: a
+/// sweep over a thousand versions is spread over a few bursts instead of
+/// making one burst every 100 ms slower than the others.
+const GAUGE_BUDGET: usize = 64;
+
 /// The state of one worker's data path: its flow table, its counters and
 /// the spare buffers for fragments.
 pub struct Pipeline {
@@ -77,7 +82,10 @@ pub struct Pipeline {
     spare: Vec<PacketBuf>,
     /// Identification of the outer IPv4/IPv6 fragments we make.
     frag_ident: u32,
+    /// When the last gauge sweep started.
     last_gauge_ns: u64,
+    /// Next slot of the gauge sweep in progress, if one is.
+    gauge_cursor: Option<usize>,
 }
 
 /// What the parser learnt of a frame; offsets index the frame's bytes.
@@ -129,6 +137,7 @@ impl Pipeline {
             spare: (0..spare_count).map(|_| PacketBuf::new()).collect(),
             frag_ident: 0,
             last_gauge_ns: 0,
+            gauge_cursor: None,
         }
     }
 
@@ -170,9 +179,7 @@ impl Pipeline {
             *verdict = v;
         }
         self.flows.expire(now, EXPIRE_BUDGET);
-        if now.saturating_sub(self.last_gauge_ns) >= FLOW_GAUGE_PERIOD_NS {
-            self.publish_flow_gauges(snap, now);
-        }
+        self.gauge_step(snap, now);
     }
 
     /// Frames made by this burst in addition to the input (the second and
@@ -190,32 +197,87 @@ impl Pipeline {
     /// Refreshes the active-flow gauges of every version now (the pipeline
     /// also does it on its own every 100 ms of `now`).
     pub fn publish_flow_gauges(&mut self, snap: &Snapshot, now: u64) {
-        for v in snap.versions() {
-            if let Some(c) = self.stats.versions.get(v.slot as usize) {
-                c.active_flows
-                    .set(u64::from(self.flows.active_flows(v.slot)));
-            }
-        }
+        self.gauges(snap, 0, snap.slot_count());
         self.stats.flow_evictions.set(self.flows.evictions());
         self.last_gauge_ns = now;
+        self.gauge_cursor = None;
+    }
+
+    /// The periodic gauge refresh, [`GAUGE_BUDGET`] slots per burst: a sweep
+    /// starts every [`FLOW_GAUGE_PERIOD_NS`] and goes on where the previous
+    /// burst stopped (slots index every snapshot alike, so a publish in
+    /// the middle of a sweep changes nothing to it).
+    fn gauge_step(&mut self, snap: &Snapshot, now: u64) {
+        let start = match self.gauge_cursor {
+            Some(c) => c,
+            None if now.saturating_sub(self.last_gauge_ns) >= FLOW_GAUGE_PERIOD_NS => {
+                self.last_gauge_ns = now;
+                0
+            }
+            None => return,
+        };
+        let end = start.saturating_add(GAUGE_BUDGET).min(snap.slot_count());
+        self.gauges(snap, start, end);
+        if end >= snap.slot_count() {
+            self.stats.flow_evictions.set(self.flows.evictions());
+            self.gauge_cursor = None;
+        } else {
+            self.gauge_cursor = Some(end);
+        }
+    }
+
+    /// Sets the active-flow gauge of the versions in slots `start..end`.
+    fn gauges(&self, snap: &Snapshot, start: usize, end: usize) {
+        for slot in start..end {
+            let Ok(slot) = u32::try_from(slot) else {
+                break;
+            };
+            if snap.version(slot).is_none() {
+                continue;
+            }
+            if let Some(c) = self.stats.versions.get(slot as usize) {
+                c.active_flows.set(u64::from(self.flows.active_flows(slot)));
+            }
+        }
     }
 
     /// Ties the flow table's and the counters' slots to the versions of a
-    /// newly published snapshot. Runs once per publish, not per packet.
+    /// newly published snapshot. Runs once per publish, not per packet:
+    /// for the changed slots only when the snapshot was derived from the
+    /// one bound now (the others are bound already), for every version
+    /// when the worker skipped a generation or the snapshot was built
+    /// from scratch.
     fn bind(&mut self, snap: &Snapshot) {
-        for v in snap.versions() {
-            self.flows.bind_version(v.slot, v.uid);
-            if let Some(c) = self.stats.versions.get(v.slot as usize) {
-                if c.uid.get() != v.uid {
-                    c.packets.set(0);
-                    c.bytes.set(0);
-                    c.active_flows.set(0);
-                    c.last_packet_ns.set(0);
-                    c.uid.set(v.uid);
+        match snap.changed_since(self.bound_generation) {
+            Some(changed) => {
+                for &slot in changed {
+                    if let Some(v) = snap.version(slot) {
+                        self.bind_one(v);
+                    }
+                }
+            }
+            None => {
+                for v in snap.versions() {
+                    self.bind_one(v);
                 }
             }
         }
         self.bound_generation = snap.generation;
+    }
+
+    /// Binds `v`'s slot to it; counters of a slot's previous occupant are
+    /// reset.
+    fn bind_one(&mut self, v: &VersionEntry) {
+        self.flows.bind_version(v.slot, v.uid);
+        if let Some(c) = self.stats.versions.get(v.slot as usize) {
+            if c.uid.get() != v.uid {
+                c.packets.set(0);
+                c.bytes.set(0);
+                c.active_flows.set(0);
+                c.last_packet_ns.set(0);
+                c.uid.set(v.uid);
+            }
+        }
     }
 
     fn handle<B: FrameBuf>(&mut self, snap: &Snapshot, now: u64, pkt: &mut B) -> Verdict {

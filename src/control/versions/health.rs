@@ -61,7 +61,7 @@ impl VersionManager {
         }
         let changed = rebuilt.len();
         for (vi, backends, table) in rebuilt {
-            let v = &mut self.services[si].live[vi];
+            let v = &mut Arc::make_mut(&mut self.services[si]).live[vi];
             v.backends = backends;
             v.maglev = Some(Arc::new(table));
             tracing::info!(

@@ -38,7 +38,7 @@ impl VersionManager {
             format: FORMAT,
             written_at: unix_ms(now),
             next_uid: self.next_uid,
-            services: self.services.iter().map(service_out).collect(),
+            services: self.services.iter().map(|r| service_out(r)).collect(),
             cooldowns,
         }
     }
@@ -74,9 +74,9 @@ impl VersionManager {
                 return Err(invalid(&ps.name, "the service is listed twice"));
             }
             let rec = service_in(ps, &mut used_slots, &mut uids, &mut m.held, state.next_uid)?;
-            m.services.push(rec);
+            m.services.push(Arc::new(rec));
         }
-        for rec in &mut m.services {
+        for rec in m.services.iter_mut().map(Arc::make_mut) {
             for v in &mut rec.live {
                 for b in &mut v.backends {
                     b.next_hop = m.neighbors.get(&b.addr).copied();

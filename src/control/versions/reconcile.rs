@@ -7,6 +7,7 @@
 
 use std::collections::HashSet;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::control::config::Config;
@@ -83,11 +84,11 @@ impl VersionManager {
         for (ci, s) in cfg.services.iter().enumerate() {
             let si = match self.services.iter().position(|r| r.name == s.name) {
                 Some(si) => {
-                    self.services[si].apply(cfg, ci);
+                    Arc::make_mut(&mut self.services[si]).apply(cfg, ci);
                     si
                 }
                 None => {
-                    self.services.push(ServiceRecord::new(cfg, ci));
+                    self.services.push(Arc::new(ServiceRecord::new(cfg, ci)));
                     let si = self.services.len() - 1;
                     let families = s.families.clone();
                     self.create_version(si, &s.backends, &families, true, now)?;
@@ -121,10 +122,12 @@ impl VersionManager {
             order.push(s.name.clone());
         }
         let configured: HashSet<&str> = cfg.services.iter().map(|s| s.name.as_str()).collect();
-        for rec in &mut self.services {
-            if configured.contains(rec.name.as_str()) || rec.removed {
-                continue;
-            }
+        let gone = self
+            .services
+            .iter_mut()
+            .filter(|r| !configured.contains(r.name.as_str()) && !r.removed)
+            .map(Arc::make_mut);
+        for rec in gone {
             rec.removed = true;
             if let Some(a) = rec.active_mut() {
                 a.state = VersionState::Draining;
@@ -143,7 +146,7 @@ impl VersionManager {
     /// Rebuilds every live table (the Maglev size changed).
     fn rebuild_tables(&mut self) -> Result<(), VersionError> {
         let size = self.table_size;
-        for rec in &mut self.services {
+        for rec in self.services.iter_mut().map(Arc::make_mut) {
             for v in &mut rec.live {
                 let table = super::build::maglev(size, &v.backends).map_err(|source| {
                     VersionError::Maglev {

@@ -605,3 +605,57 @@ fn rollout_and_snapshot_with_1000_services_reuse_tables() {
     assert_eq!(shared, 1000);
     assert_eq!(after.versions().count(), 1001);
 }
+
+#[test]
+fn derived_snapshot_rebuilds_only_the_changed_versions_and_stages_new_ones() {
+    let mut m = manager();
+    let kernel: std::collections::HashMap<IpAddr, [u8; 6]> = std::collections::HashMap::new();
+    let s1 = m.snapshot(1).unwrap();
+    let api_slot = s1.version_for_vip(&ip("203.0.113.6")).unwrap().slot;
+    let web_v1 = s1.version_for_vip(&ip("203.0.113.1")).unwrap().slot;
+    m.rollout("web", &ips(&["10.0.1.13"]), t(0)).unwrap();
+    let fin = m
+        .snapshot_from(&s1, 2, &|_, a| kernel.get(&a).copied(), Staging::Final)
+        .unwrap();
+    let full = m.snapshot(2).unwrap();
+    // Same content as a full build.
+    let dump = |s: &crate::snapshot::Snapshot| {
+        s.versions()
+            .map(|v| (v.slot, v.uid, v.state, v.vips.clone(), v.backends.clone()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(dump(&fin), dump(&full));
+    // api untouched: shared; web v1 (now draining) and v2 rebuilt.
+    assert!(fin.shares_version(&s1, api_slot));
+    assert!(!fin.shares_version(&s1, web_v1));
+    let v2 = fin.version_for_vip(&ip("203.0.113.2")).unwrap();
+    let mut changed = [web_v1, v2.slot];
+    changed.sort_unstable();
+    assert_eq!(fin.changed_since(1), Some(&changed[..]));
+    // Staged: v2 forwards but is not active; v1 stays active for DNS.
+    let staged = m
+        .snapshot_from(
+            &s1,
+            2,
+            &|_, a| kernel.get(&a).copied(),
+            Staging::DataplaneOnly,
+        )
+        .unwrap();
+    let state_of = |vip: &str| staged.version_for_vip(&ip(vip)).map(|v| v.state);
+    assert_eq!(state_of("203.0.113.2"), Some(VersionState::Draining));
+    assert_eq!(state_of("203.0.113.1"), Some(VersionState::Active));
+    assert!(
+        staged.shares_version(&s1, web_v1),
+        "v1 unchanged as DNS sees it"
+    );
+    // Next hops unknown statically come from the kernel's table.
+    let mac = [2, 0, 0, 0, 1, 0x13];
+    let kernel: std::collections::HashMap<IpAddr, [u8; 6]> =
+        [(ip("10.0.1.13"), mac)].into_iter().collect();
+    let hops = m
+        .snapshot_from(&fin, 3, &|_, a| kernel.get(&a).copied(), Staging::Final)
+        .unwrap();
+    let v2 = hops.version_for_vip(&ip("203.0.113.2")).unwrap();
+    assert_eq!(v2.backends[0].next_hop, Some(mac));
+    assert_eq!(hops.changed_since(2), Some(&[v2.slot][..]));
+}
