@@ -21,6 +21,7 @@
 //! resulting MAC lands in [`crate::snapshot::Backend::next_hop`] and from
 //! there in the encapsulation templates, so the data path never decides.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::net::IpAddr;
 
@@ -78,8 +79,13 @@ impl Route {
 #[derive(Debug)]
 pub struct Resolver<'a> {
     cfg: &'a Config,
-    fixed: HashMap<IpAddr, [u8; 6]>,
+    fixed: Cow<'a, HashMap<IpAddr, [u8; 6]>>,
     view: &'a KernelView,
+}
+
+/// The static next hops of `cfg` (`[dataplane.neighbors]`) as a map.
+pub fn static_hops(cfg: &Config) -> HashMap<IpAddr, [u8; 6]> {
+    cfg.dataplane.neighbors.iter().copied().collect()
 }
 
 impl<'a> Resolver<'a> {
@@ -87,7 +93,22 @@ impl<'a> Resolver<'a> {
     pub fn new(cfg: &'a Config, view: &'a KernelView) -> Resolver<'a> {
         Resolver {
             cfg,
-            fixed: cfg.dataplane.neighbors.iter().copied().collect(),
+            fixed: Cow::Owned(static_hops(cfg)),
+            view,
+        }
+    }
+
+    /// Like [`Resolver::new`] with `fixed` = [`static_hops`]`(cfg)` built
+    /// once by the caller: with thousands of static neighbours, building
+    /// the map is most of a rollout's next-hop work.
+    pub fn with_static(
+        cfg: &'a Config,
+        fixed: &'a HashMap<IpAddr, [u8; 6]>,
+        view: &'a KernelView,
+    ) -> Resolver<'a> {
+        Resolver {
+            cfg,
+            fixed: Cow::Borrowed(fixed),
             view,
         }
     }

@@ -8,7 +8,7 @@
 //! that fails anywhere leaves everything as it was, which is what a `4xx`
 //! from the admin API promises.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use crate::control::config::{self, Config};
 use crate::control::neighbors;
-use crate::control::nexthop::{KernelView, Resolver, Route};
+use crate::control::nexthop::{self, KernelView, Resolver, Route};
 use crate::control::state::{self, StateError};
 use crate::control::versions::{
     observe_workers, ReconcileReport, ReleaseReason, Staging, VersionError, VersionInfo,
@@ -79,6 +79,8 @@ struct Inner {
     kernel: KernelView,
     /// Unresolved backends whose reason was logged (once each).
     explained: HashSet<(IpAddr, Route)>,
+    /// `nexthop::static_hops(&cfg)`, kept with `cfg`.
+    static_hops: HashMap<IpAddr, [u8; 6]>,
 }
 
 /// Something outside the snapshot that must know every live VIP before
@@ -138,6 +140,7 @@ impl ControlPlane {
         Ok(ControlPlane {
             inner: Mutex::new(Inner {
                 manager,
+                static_hops: nexthop::static_hops(&cfg),
                 cfg,
                 generation: first.generation,
                 kernel,
@@ -371,6 +374,7 @@ impl ControlPlane {
         let out = f(&mut next, &mut new_cfg)?;
         if next.revision() == inner.manager.revision() {
             if let Some(cfg) = new_cfg {
+                inner.static_hops = nexthop::static_hops(&cfg);
                 inner.cfg = cfg;
             }
             return Ok(out);
@@ -378,14 +382,25 @@ impl ControlPlane {
         let current = self.cell.load_full();
         let inner = &mut *inner;
         let cfg = new_cfg.as_ref().unwrap_or(&inner.cfg);
-        let resolver = Resolver::new(cfg, &inner.kernel);
+        let resolver = match &new_cfg {
+            Some(cfg) => Resolver::new(cfg, &inner.kernel),
+            None => Resolver::with_static(&inner.cfg, &inner.static_hops, &inner.kernel),
+        };
         let kernel = &|forwarding, addr| resolver.next_hop(forwarding, addr);
+        // A new configuration may bring other static neighbours or
+        // gateways; otherwise `tick` keeps published next hops current.
+        let recheck = new_cfg.is_some();
         let state_path = cfg.state.path.clone();
         let mut generation = inner.generation;
         let mut parent = current;
         if let Some(path) = &state_path {
-            let staged =
-                next.snapshot_from(&parent, generation + 1, kernel, Staging::DataplaneOnly)?;
+            let staged = next.snapshot_from(
+                &parent,
+                generation + 1,
+                kernel,
+                recheck,
+                Staging::DataplaneOnly,
+            )?;
             if staged.changed_since(parent.generation) != Some(&[]) {
                 generation += 1;
                 let staged = Arc::new(staged);
@@ -399,6 +414,7 @@ impl ControlPlane {
                         &parent,
                         generation + 1,
                         kernel,
+                        recheck,
                         Staging::Final,
                     ) {
                         Ok(back) => {
@@ -417,11 +433,12 @@ impl ControlPlane {
                 return Err(e.into());
             }
         }
-        let snap = next.snapshot_from(&parent, generation + 1, kernel, Staging::Final)?;
+        let snap = next.snapshot_from(&parent, generation + 1, kernel, recheck, Staging::Final)?;
         inner.generation = snap.generation;
         self.publish(Arc::new(snap));
         inner.manager = next;
         if let Some(cfg) = new_cfg {
+            inner.static_hops = nexthop::static_hops(&cfg);
             inner.cfg = cfg;
         }
         Ok(out)

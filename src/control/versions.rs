@@ -566,14 +566,17 @@ impl VersionManager {
     /// (the service's forwarding and the backend's address; the control
     /// plane asks its `nexthop::Resolver`, which knows on-link prefixes and
     /// gateways). `staging` chooses the states DNS will see (see
-    /// [`Staging`]).
+    /// [`Staging`]). `recheck_hops` also re-resolves the next hops of
+    /// versions the parent already has (after a change of configuration);
+    /// otherwise theirs are kept.
     pub fn snapshot_from(
         &self,
         parent: &Snapshot,
         generation: u64,
         next_hop: &dyn Fn(Forwarding, IpAddr) -> Option<[u8; 6]>,
+        recheck_hops: bool,
         staging: Staging,
     ) -> Result<Snapshot, crate::snapshot::SnapshotError> {
-        build::derived(self, parent, generation, next_hop, staging)
+        build::derived(self, parent, generation, next_hop, recheck_hops, staging)
     }
 }

@@ -615,7 +615,13 @@ fn derived_snapshot_rebuilds_only_the_changed_versions_and_stages_new_ones() {
     let web_v1 = s1.version_for_vip(&ip("203.0.113.1")).unwrap().slot;
     m.rollout("web", &ips(&["10.0.1.13"]), t(0)).unwrap();
     let fin = m
-        .snapshot_from(&s1, 2, &|_, a| kernel.get(&a).copied(), Staging::Final)
+        .snapshot_from(
+            &s1,
+            2,
+            &|_, a| kernel.get(&a).copied(),
+            true,
+            Staging::Final,
+        )
         .unwrap();
     let full = m.snapshot(2).unwrap();
     // Same content as a full build.
@@ -638,6 +644,7 @@ fn derived_snapshot_rebuilds_only_the_changed_versions_and_stages_new_ones() {
             &s1,
             2,
             &|_, a| kernel.get(&a).copied(),
+            true,
             Staging::DataplaneOnly,
         )
         .unwrap();
@@ -653,9 +660,30 @@ fn derived_snapshot_rebuilds_only_the_changed_versions_and_stages_new_ones() {
     let kernel: std::collections::HashMap<IpAddr, [u8; 6]> =
         [(ip("10.0.1.13"), mac)].into_iter().collect();
     let hops = m
-        .snapshot_from(&fin, 3, &|_, a| kernel.get(&a).copied(), Staging::Final)
+        .snapshot_from(
+            &fin,
+            3,
+            &|_, a| kernel.get(&a).copied(),
+            true,
+            Staging::Final,
+        )
         .unwrap();
     let v2 = hops.version_for_vip(&ip("203.0.113.2")).unwrap();
     assert_eq!(v2.backends[0].next_hop, Some(mac));
     assert_eq!(hops.changed_since(2), Some(&[v2.slot][..]));
+    // Without a recheck, a published version keeps its next hops (the
+    // tick's refresh owns them) and is shared as it is.
+    let kept = m
+        .snapshot_from(
+            &fin,
+            3,
+            &|_, a| kernel.get(&a).copied(),
+            false,
+            Staging::Final,
+        )
+        .unwrap();
+    let v2_kept = kept.version_for_vip(&ip("203.0.113.2")).unwrap();
+    assert_eq!(v2_kept.backends[0].next_hop, None);
+    assert!(kept.shares_version(&fin, v2_kept.slot));
+    assert_eq!(kept.changed_since(2), Some(&[][..]));
 }
