@@ -176,6 +176,6 @@ fn same_version(
         && p.backends.iter().zip(&v.backends).all(|(pb, b)| {
             pb.addr == b.addr
                 && pb.healthy == b.healthy
-                && resolve.is_none_or(|r| pb.next_hop == r(b))
+                && resolve.map_or(true, |r| pb.next_hop == r(b))
         })
 }
