@@ -213,15 +213,30 @@ pub(crate) fn ipip_template<B: FrameBuf>(
     let Some(outer) = frame.get_mut(l2..l2 + outer_len) else {
         return too_big;
     };
-    match &t.outer {
+    if fill_outer(outer, &t.outer, p.ip_len, inner_proto).is_none() {
+        return too_big;
+    }
+    Some(Verdict::Forward)
+}
+
+/// Writes the outer header from its template into `outer` (exactly the
+/// template's length) for an inner packet of `ip_len` bytes: the two
+/// per-packet fields and, for IPv4, the checksum finished from the
+/// template's partial sum. `None` when the lengths do not fit the fields.
+#[inline(always)]
+fn fill_outer(
+    outer: &mut [u8],
+    template: &OuterTemplate,
+    ip_len: usize,
+    inner_proto: IpProtocol,
+) -> Option<()> {
+    match template {
         OuterTemplate::V4 {
             header,
             partial_sum,
             ..
         } => {
-            let Ok(total) = u16::try_from(ipv4::HEADER_LEN + p.ip_len) else {
-                return too_big;
-            };
+            let total = u16::try_from(ipv4::HEADER_LEN + ip_len).ok()?;
             outer.copy_from_slice(header);
             let mut ip = ipv4::Packet::new_unchecked(outer);
             ip.set_total_len(total);
@@ -231,16 +246,14 @@ pub(crate) fn ipip_template<B: FrameBuf>(
             ip.set_checksum(!wire::checksum::fold(sum));
         }
         OuterTemplate::V6 { header, .. } => {
-            let Ok(len) = u16::try_from(p.ip_len) else {
-                return too_big;
-            };
+            let len = u16::try_from(ip_len).ok()?;
             outer.copy_from_slice(header);
             let mut ip = ipv6::Packet::new_unchecked(outer);
             ip.set_payload_len(len);
             ip.set_next_header(inner_proto);
         }
     }
-    Some(Verdict::Forward)
+    Some(())
 }
 
 /// [`ipip_template`] for an untagged frame (the common case) once the
@@ -255,33 +268,17 @@ fn untagged(
     t: &EncapTemplate,
 ) -> Option<Verdict> {
     const ETH: usize = ethernet::HEADER_LEN;
+    // Fixed-size heads per family, so the writes below need no checks.
     match &t.outer {
-        OuterTemplate::V4 {
-            header,
-            partial_sum,
-            ..
-        } => {
-            let total = u16::try_from(ipv4::HEADER_LEN + ip_len).ok()?;
+        OuterTemplate::V4 { .. } => {
             let head = frame.first_chunk_mut::<{ ETH + ipv4::HEADER_LEN }>()?;
             untagged_ethernet(head, t.next_hop, EtherType::Ipv4);
-            let (_, outer) = head.split_at_mut(ETH);
-            outer.copy_from_slice(header);
-            let mut ip = ipv4::Packet::new_unchecked(outer);
-            ip.set_total_len(total);
-            ip.set_next_header(inner_proto);
-            // The protocol is the low byte of the TTL/protocol word.
-            let sum = partial_sum + u32::from(total) + u32::from(u8::from(inner_proto));
-            ip.set_checksum(!wire::checksum::fold(sum));
+            fill_outer(&mut head[ETH..], &t.outer, ip_len, inner_proto)?;
         }
-        OuterTemplate::V6 { header, .. } => {
-            let len = u16::try_from(ip_len).ok()?;
+        OuterTemplate::V6 { .. } => {
             let head = frame.first_chunk_mut::<{ ETH + ipv6::HEADER_LEN }>()?;
             untagged_ethernet(head, t.next_hop, EtherType::Ipv6);
-            let (_, outer) = head.split_at_mut(ETH);
-            outer.copy_from_slice(header);
-            let mut ip = ipv6::Packet::new_unchecked(outer);
-            ip.set_payload_len(len);
-            ip.set_next_header(inner_proto);
+            fill_outer(&mut head[ETH..], &t.outer, ip_len, inner_proto)?;
         }
     }
     Some(Verdict::Forward)
