@@ -13,13 +13,11 @@
 
 use std::ffi::CString;
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::IpNet;
 
 use crate::io::neigh::{
-    align4, dump_messages, read_u16, read_u32, AF_INET, AF_INET6, NLA_TYPE_MASK, NLMSG_HDRLEN,
-    NLM_F_DUMP, NLM_F_REQUEST, RTA_HDRLEN,
+    dump_messages, ip_of, read_u32, walk_attrs, write_dump_header, NLMSG_HDRLEN,
 };
 
 const RTM_NEWADDR: u16 = 20;
@@ -88,12 +86,7 @@ pub fn ifindex(name: &str) -> Option<u32> {
 /// `ifaddrmsg` (family `AF_UNSPEC`: both families, every interface).
 pub fn dump_request(seq: u32) -> [u8; NLMSG_HDRLEN + IFADDRMSG_LEN] {
     let mut req = [0u8; NLMSG_HDRLEN + IFADDRMSG_LEN];
-    // 24 bytes: the length always fits.
-    let len = u32::try_from(req.len()).unwrap_or(u32::MAX);
-    req[0..4].copy_from_slice(&len.to_ne_bytes());
-    req[4..6].copy_from_slice(&RTM_GETADDR.to_ne_bytes());
-    req[6..8].copy_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
-    req[8..12].copy_from_slice(&seq.to_ne_bytes());
+    write_dump_header(&mut req, RTM_GETADDR, seq);
     req
 }
 
@@ -113,26 +106,12 @@ pub fn parse_addr(payload: &[u8]) -> Option<IfPrefix> {
     }
     let mut address = None;
     let mut local = None;
-    let mut attrs = payload.get(IFADDRMSG_LEN..)?;
-    while attrs.len() >= RTA_HDRLEN {
-        let len = usize::from(read_u16(attrs, 0)?);
-        let ty = read_u16(attrs, 2)? & NLA_TYPE_MASK;
-        if len < RTA_HDRLEN || len > attrs.len() {
-            return None;
-        }
-        let value = &attrs[RTA_HDRLEN..len];
-        match ty {
-            IFA_ADDRESS => address = Some(value),
-            IFA_LOCAL => local = Some(value),
-            _ => {}
-        }
-        attrs = attrs.get(align4(len)..).unwrap_or_default();
-    }
-    let addr = match (family, address.or(local)?) {
-        (AF_INET, a) => IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(a).ok()?)),
-        (AF_INET6, a) => IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(a).ok()?)),
-        _ => return None,
-    };
+    walk_attrs(payload.get(IFADDRMSG_LEN..)?, &mut |ty, value| match ty {
+        IFA_ADDRESS => address = Some(value),
+        IFA_LOCAL => local = Some(value),
+        _ => {}
+    })?;
+    let addr = ip_of(family, address.or(local)?)?;
     let net = IpNet::new(addr, prefix_len).ok()?.trunc();
     Some(IfPrefix { ifindex, net })
 }
@@ -140,6 +119,7 @@ pub fn parse_addr(payload: &[u8]) -> Option<IfPrefix> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::io::neigh::{align4, read_u16, AF_INET, AF_INET6, RTA_HDRLEN};
 
     fn attr(ty: u16, value: &[u8]) -> Vec<u8> {
         let len = u16::try_from(RTA_HDRLEN + value.len()).unwrap();

@@ -163,14 +163,21 @@ pub(crate) fn dump_messages(
 /// (family `AF_UNSPEC`, so both families are dumped).
 pub fn dump_request(seq: u32) -> [u8; NLMSG_HDRLEN + NDMSG_LEN] {
     let mut req = [0u8; NLMSG_HDRLEN + NDMSG_LEN];
-    // 28 bytes: the length always fits.
+    // nlmsg_pid 0 and the ndmsg stay zero.
+    write_dump_header(&mut req, RTM_GETNEIGH, seq);
+    req
+}
+
+/// Writes the netlink header of a dump request of message type `kind` at
+/// the front of `req`, whose whole length (header and zeroed body) is the
+/// message length. `req` is at least `NLMSG_HDRLEN` long.
+pub(crate) fn write_dump_header(req: &mut [u8], kind: u16, seq: u32) {
+    // A request is a few dozen bytes: the length always fits.
     let len = u32::try_from(req.len()).unwrap_or(u32::MAX);
     req[0..4].copy_from_slice(&len.to_ne_bytes());
-    req[4..6].copy_from_slice(&RTM_GETNEIGH.to_ne_bytes());
+    req[4..6].copy_from_slice(&kind.to_ne_bytes());
     req[6..8].copy_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
     req[8..12].copy_from_slice(&seq.to_ne_bytes());
-    // nlmsg_pid 0 and the ndmsg stay zero.
-    req
 }
 
 /// Parses one datagram of a dump reply: every `RTM_NEWNEIGH` with sequence
@@ -252,26 +259,12 @@ pub fn parse_neighbor(payload: &[u8]) -> Option<Neighbor> {
     let kind = *payload.get(11)?;
     let mut dst = None;
     let mut lladdr = None;
-    let mut attrs = payload.get(NDMSG_LEN..)?;
-    while attrs.len() >= RTA_HDRLEN {
-        let len = usize::from(read_u16(attrs, 0)?);
-        let ty = read_u16(attrs, 2)? & NLA_TYPE_MASK;
-        if len < RTA_HDRLEN || len > attrs.len() {
-            return None;
-        }
-        let value = &attrs[RTA_HDRLEN..len];
-        match ty {
-            NDA_DST => dst = Some(value),
-            NDA_LLADDR => lladdr = Some(value.to_vec()),
-            _ => {}
-        }
-        attrs = attrs.get(align4(len)..).unwrap_or_default();
-    }
-    let addr = match (family, dst?) {
-        (AF_INET, d) => IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(d).ok()?)),
-        (AF_INET6, d) => IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(d).ok()?)),
-        _ => return None,
-    };
+    walk_attrs(payload.get(NDMSG_LEN..)?, &mut |ty, value| match ty {
+        NDA_DST => dst = Some(value),
+        NDA_LLADDR => lladdr = Some(value.to_vec()),
+        _ => {}
+    })?;
+    let addr = ip_of(family, dst?)?;
     Some(Neighbor {
         family,
         ifindex,
@@ -281,6 +274,37 @@ pub fn parse_neighbor(payload: &[u8]) -> Option<Neighbor> {
         addr,
         lladdr,
     })
+}
+
+/// Calls `each(type, value)` for every route attribute (`struct rtattr`)
+/// in `attrs`, in order; `None` as soon as one is malformed (a length
+/// shorter than its header or beyond the buffer).
+pub(crate) fn walk_attrs<'a>(
+    mut attrs: &'a [u8],
+    each: &mut dyn FnMut(u16, &'a [u8]),
+) -> Option<()> {
+    while attrs.len() >= RTA_HDRLEN {
+        let len = usize::from(read_u16(attrs, 0)?);
+        let ty = read_u16(attrs, 2)? & NLA_TYPE_MASK;
+        if len < RTA_HDRLEN || len > attrs.len() {
+            return None;
+        }
+        each(ty, &attrs[RTA_HDRLEN..len]);
+        attrs = attrs.get(align4(len)..).unwrap_or_default();
+    }
+    Some(())
+}
+
+/// An address attribute of `family`: `None` for another family or a
+/// value of the wrong length.
+pub(crate) fn ip_of(family: u8, bytes: &[u8]) -> Option<IpAddr> {
+    match family {
+        AF_INET => Some(IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(bytes).ok()?))),
+        AF_INET6 => Some(IpAddr::V6(Ipv6Addr::from(
+            <[u8; 16]>::try_from(bytes).ok()?,
+        ))),
+        _ => None,
+    }
 }
 
 /// `NLMSG_ALIGN` / `RTA_ALIGN`: messages and attributes start on 4 bytes.
