@@ -22,6 +22,8 @@
 //! The kernel here has no IPIP module: each backend runs the test-side
 //! decapsulator (`tests/common/decap.rs`). Needs root; skipped otherwise.
 
+#[path = "common/cutover.rs"]
+mod cutover;
 #[path = "common/decap.rs"]
 mod decap;
 #[path = "common/netns.rs"]
@@ -30,13 +32,13 @@ mod netns;
 mod services;
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use netns::{in_netns, ip, sysctl, KillOnDrop, Node, Topology};
-use services::{serve_name, Conn, NameServer};
+use cutover::{hold_connections, scrape, serve_on, start_cutover, stop_cutover};
+use netns::{in_netns, ip, sysctl, Node, Topology};
+use services::NameServer;
 
 const VIP4: &str = "198.18.0.10";
 const VIP6: &str = "fd98::10";
@@ -279,58 +281,14 @@ backends = [{backends}]
 /// A name server in `ns` on both VIPs and on `own` (for the health
 /// checks).
 fn serve(ns: &str, name: &str, own: IpAddr) -> NameServer {
-    let listeners = in_netns(ns, move || -> std::io::Result<Vec<TcpListener>> {
-        Ok(vec![
-            TcpListener::bind((VIP4.parse::<IpAddr>().unwrap(), 80))?,
-            TcpListener::bind((VIP6.parse::<IpAddr>().unwrap(), 80))?,
-            TcpListener::bind((own, 80))?,
-        ])
-    })
-    .expect("enter backend namespace")
-    .expect("bind on the VIPs");
-    serve_name(name, listeners).expect("serve")
-}
-
-fn start_cutover(net: &Net, cfg_path: &Path, log: &Path) -> KillOnDrop {
-    let log = std::fs::File::create(log).expect("log file");
-    let child = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &net.topo.lb.ns,
-            env!("CARGO_BIN_EXE_cutover"),
-            "run",
-            "--config",
-        ])
-        .arg(cfg_path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("start cutover");
-    KillOnDrop(child)
-}
-
-/// `GET /metrics` from inside the lb namespace.
-fn scrape(net: &Net) -> String {
-    in_netns(&net.topo.lb.ns, || {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(METRICS).expect("connect to metrics");
-        s.set_read_timeout(Some(Duration::from_secs(5)))
-            .expect("timeout");
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .expect("request");
-        let mut body = String::new();
-        let _ = s.read_to_string(&mut body);
-        body
-    })
-    .expect("lb namespace")
+    let addrs = vec![VIP4.parse().unwrap(), VIP6.parse().unwrap(), own];
+    serve_on(ns, name, addrs)
 }
 
 /// `cutover_drops_total{reason="no_neighbor"}`, summed over its series
 /// (0 when the series is not there yet).
 fn no_neighbor(net: &Net) -> f64 {
-    scrape(net)
+    scrape(&net.topo.lb.ns, METRICS)
         .lines()
         .filter(|l| l.starts_with("cutover_drops_total{") && l.contains("reason=\"no_neighbor\""))
         .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
@@ -378,32 +336,6 @@ fn wait_for_backend(net: &Net, vip: &str, backend: &'static str, log: &Path) {
     );
 }
 
-/// Opens `n` connections (all held open), exchanges three more lines on
-/// each, and returns the backend per connection; panics on any failure
-/// or backend change.
-fn connections(net: &Net, vip: &str, n: usize) -> Vec<String> {
-    let addr = SocketAddr::new(vip.parse().unwrap(), 80);
-    in_netns(&net.topo.client.ns, move || {
-        let mut conns = Vec::with_capacity(n);
-        for i in 0..n {
-            match Conn::open(addr) {
-                Ok(c) => conns.push(c),
-                Err(e) => panic!("connection {i} to {addr} failed: {e}"),
-            }
-        }
-        for round in 0..3 {
-            for (i, c) in conns.iter_mut().enumerate() {
-                let who = c
-                    .ask()
-                    .unwrap_or_else(|e| panic!("round {round}, connection {i}: {e}"));
-                assert_eq!(who, c.backend, "connection {i} moved");
-            }
-        }
-        conns.into_iter().map(|c| c.backend).collect::<Vec<_>>()
-    })
-    .expect("client namespace")
-}
-
 /// `n` UDP datagrams to `vip`, each from a new socket (a new flow).
 fn datagrams(net: &Net, vip: &'static str, n: u32) {
     in_netns(&net.topo.client.ns, move || {
@@ -420,26 +352,10 @@ fn datagrams(net: &Net, vip: &'static str, n: u32) {
     .expect("client namespace");
 }
 
-fn stop(mut cutover: KillOnDrop, log: &Path) -> String {
-    let pid = cutover.0.id().to_string();
-    let _ = Command::new("kill").args(["-TERM", &pid]).status();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(s) = cutover.0.try_wait().expect("wait") {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "cutover did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let text = std::fs::read_to_string(log).unwrap_or_default();
-    assert!(status.success(), "cutover exited with {status}:\n{text}");
-    text
-}
-
 /// The backends' addresses, as `cutover_backend_healthy` labels them,
 /// that are not healthy.
 fn unhealthy(net: &Net, backends: &[IpAddr]) -> Vec<IpAddr> {
-    let text = scrape(net);
+    let text = scrape(&net.topo.lb.ns, METRICS);
     backends
         .iter()
         .copied()
@@ -475,7 +391,7 @@ fn off_link_backends_are_served_through_the_gateways() {
         decap::start_decap(&net.r4_ns).expect("decapsulator on r4"),
         decap::start_decap(&net.r6_ns).expect("decapsulator on r6"),
     ];
-    let cutover = start_cutover(&net, &cfg_path, &log);
+    let cutover = start_cutover(&net.topo.lb.ns, &cfg_path, &log);
     wait_metrics(&net, &log);
     for b in ["b1", "r4", "r6"] {
         wait_for_backend(&net, VIP4, b, &log);
@@ -493,8 +409,16 @@ fn off_link_backends_are_served_through_the_gateways() {
     }
 
     let before = no_neighbor(&net);
-    let v4 = connections(&net, VIP4, 200);
-    let v6 = connections(&net, VIP6, 60);
+    let v4 = hold_connections(
+        &net.topo.client.ns,
+        SocketAddr::new(VIP4.parse().unwrap(), 80),
+        200,
+    );
+    let v6 = hold_connections(
+        &net.topo.client.ns,
+        SocketAddr::new(VIP6.parse().unwrap(), 80),
+        60,
+    );
     let mut share = BTreeMap::new();
     for b in v4.iter().chain(&v6) {
         *share.entry(b.as_str()).or_insert(0usize) += 1;
@@ -514,7 +438,7 @@ fn off_link_backends_are_served_through_the_gateways() {
         before,
         "no packet was dropped for want of a next hop once resolved"
     );
-    let text = stop(cutover, &log);
+    let text = stop_cutover(cutover, &log);
     for (name, d) in ["b1", "r4", "r6"].into_iter().zip(decaps) {
         let stats = d.stop().expect("decapsulator");
         assert!(
@@ -536,7 +460,7 @@ fn off_link_backend_without_gateway_is_no_neighbor() {
     let log = dir.path().join("cutover.log");
     let _server = serve(&net.r4_ns, "r4", IpAddr::V4(R4));
     let d = decap::start_decap(&net.r4_ns).expect("decapsulator on r4");
-    let cutover = start_cutover(&net, &cfg_path, &log);
+    let cutover = start_cutover(&net.topo.lb.ns, &cfg_path, &log);
     wait_metrics(&net, &log);
     // Several refreshes (about one a second), then traffic.
     std::thread::sleep(Duration::from_secs(3));
@@ -556,7 +480,7 @@ fn off_link_backend_without_gateway_is_no_neighbor() {
     })
     .expect("client namespace");
     assert!(refused, "a connection got through without a gateway");
-    let text = stop(cutover, &log);
+    let text = stop_cutover(cutover, &log);
     let why = "no [dataplane] gateway_v4 is configured";
     assert_eq!(
         text.matches(why).count(),

@@ -5,6 +5,8 @@
 //!
 //! Needs root (network namespaces); skipped with a message otherwise.
 
+#[path = "common/cutover.rs"]
+mod cutover;
 #[path = "common/decap.rs"]
 mod decap;
 #[path = "common/netns.rs"]
@@ -12,16 +14,17 @@ mod netns;
 #[path = "common/services.rs"]
 mod services;
 
-use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use cutover::{hold_connections, scrape, serve_on, start_cutover, stop_cutover};
 use netns::{in_netns, KillOnDrop, Topology};
-use services::{serve_name, Conn, NameServer};
+use services::NameServer;
 
 const VIP4: &str = "198.18.0.10";
 const VIP6: &str = "fd98::10";
+const METRICS: &str = "127.0.0.1:9100";
 
 fn skip() -> bool {
     if netns::netns_available() {
@@ -50,7 +53,7 @@ encap_source_v4 = "{lb}"
 listen = []
 
 [metrics]
-listen = "127.0.0.1:9100"
+listen = "{METRICS}"
 
 [[vip_pool]]
 name = "vips"
@@ -79,95 +82,23 @@ backends = [{backends}]
     }
 }
 
-/// Name servers on every backend, bound to both VIPs on port 80.
+/// Name servers on every backend: the VIPs for clients, the backend's own
+/// address for cutover's health checks (TCP connect to the first service
+/// port).
 fn start_backends(topo: &Topology) -> Vec<NameServer> {
+    let vips: [IpAddr; 2] = [VIP4.parse().unwrap(), VIP6.parse().unwrap()];
     topo.backends
         .iter()
         .enumerate()
         .map(|(i, b)| {
-            // The VIPs for clients, the backend's own address for cutover's
-            // health checks (TCP connect to the first service port).
-            let own = IpAddr::V4(b.ipv4);
-            let listeners = in_netns(&b.ns, move || -> std::io::Result<Vec<TcpListener>> {
-                Ok(vec![
-                    TcpListener::bind((VIP4.parse::<IpAddr>().unwrap(), 80))?,
-                    TcpListener::bind((VIP6.parse::<IpAddr>().unwrap(), 80))?,
-                    TcpListener::bind((own, 80))?,
-                ])
-            })
-            .expect("enter backend namespace")
-            .expect("bind on the VIPs");
-            serve_name(&format!("b{}", i + 1), listeners).expect("serve")
+            let addrs = vec![vips[0], vips[1], IpAddr::V4(b.ipv4)];
+            serve_on(&b.ns, &format!("b{}", i + 1), addrs)
         })
         .collect()
 }
 
-fn start_cutover(topo: &Topology, cfg_path: &Path, log: &Path) -> KillOnDrop {
-    let log = std::fs::File::create(log).expect("log file");
-    let child = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &topo.lb.ns,
-            env!("CARGO_BIN_EXE_cutover"),
-            "run",
-            "--config",
-        ])
-        .arg(cfg_path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("start cutover");
-    KillOnDrop(child)
-}
-
-/// Opens `n` connections to `vip` from the client (all held open at once),
-/// exchanges three more lines on each, and returns the backend per
-/// connection. Panics if any connection fails or changes backend.
-fn connections(topo: &Topology, vip: IpAddr, n: usize) -> Vec<String> {
-    let addr = SocketAddr::new(vip, 80);
-    in_netns(&topo.client.ns, move || {
-        let mut conns = Vec::with_capacity(n);
-        for i in 0..n {
-            match Conn::open(addr) {
-                Ok(c) => conns.push(c),
-                Err(e) => panic!("connection {i} to {addr} failed: {e}"),
-            }
-        }
-        for round in 0..3 {
-            for (i, c) in conns.iter_mut().enumerate() {
-                let who = c
-                    .ask()
-                    .unwrap_or_else(|e| panic!("round {round}, connection {i}: {e}"));
-                assert_eq!(
-                    who, c.backend,
-                    "connection {i} moved from {} to {who}",
-                    c.backend
-                );
-            }
-        }
-        conns.into_iter().map(|c| c.backend).collect::<Vec<_>>()
-    })
-    .expect("enter client namespace")
-}
-
-fn stop(mut cutover: KillOnDrop, log: &Path) {
-    let pid = cutover.0.id().to_string();
-    let _ = Command::new("kill").args(["-TERM", &pid]).status();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(s) = cutover.0.try_wait().expect("wait") {
-            break s;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "cutover did not stop on SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let text = std::fs::read_to_string(log).unwrap_or_default();
-    assert!(status.success(), "cutover exited with {status}:\n{text}");
+fn stop(cutover: KillOnDrop, log: &Path) {
+    let text = stop_cutover(cutover, log);
     assert!(
         text.contains("stopped"),
         "no clean stop in the log:\n{text}"
@@ -193,7 +124,7 @@ fn run_case(prefix: &str, driver: &str, forwarding: &str) {
     } else {
         Vec::new()
     };
-    let cutover = start_cutover(&topo, &cfg_path, &log);
+    let cutover = start_cutover(&topo.lb.ns, &cfg_path, &log);
 
     let vip4: IpAddr = VIP4.parse().unwrap();
     let probe = SocketAddr::new(vip4, 80);
@@ -208,8 +139,12 @@ fn run_case(prefix: &str, driver: &str, forwarding: &str) {
         );
     }
 
-    let v4 = connections(&topo, vip4, 200);
-    let v6 = connections(&topo, VIP6.parse().unwrap(), 30);
+    let v4 = hold_connections(&topo.client.ns, SocketAddr::new(vip4, 80), 200);
+    let v6 = hold_connections(
+        &topo.client.ns,
+        SocketAddr::new(VIP6.parse().unwrap(), 80),
+        30,
+    );
     let mut share = std::collections::BTreeMap::new();
     for b in v4.iter().chain(&v6) {
         *share.entry(b.clone()).or_insert(0usize) += 1;
@@ -223,22 +158,6 @@ fn run_case(prefix: &str, driver: &str, forwarding: &str) {
     }
     check_metrics(&topo);
     stop(cutover, &log);
-}
-
-/// `GET /metrics` from inside the lb namespace.
-fn scrape(topo: &Topology) -> String {
-    in_netns(&topo.lb.ns, || {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect("127.0.0.1:9100").expect("connect to metrics");
-        s.set_read_timeout(Some(Duration::from_secs(5)))
-            .expect("timeout");
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .expect("request");
-        let mut body = String::new();
-        let _ = s.read_to_string(&mut body);
-        body
-    })
-    .expect("lb namespace")
 }
 
 /// The value of the sample whose line starts with `series` (name and
@@ -261,7 +180,7 @@ fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
 fn check_metrics(topo: &Topology) {
     std::thread::sleep(Duration::from_millis(1500));
     let web = [("service", "web"), ("version", "1")];
-    let before = scrape(topo);
+    let before = scrape(&topo.lb.ns, METRICS);
     let p0 = sample(&before, "cutover_packets_total", &web)
         .unwrap_or_else(|| panic!("no packets series in:\n{before}"));
     assert!(p0 > 0.0);
@@ -273,7 +192,7 @@ fn check_metrics(topo: &Topology) {
     })
     .expect("client namespace");
     std::thread::sleep(Duration::from_millis(1500));
-    let after = scrape(topo);
+    let after = scrape(&topo.lb.ns, METRICS);
     let p1 = sample(&after, "cutover_packets_total", &web).expect("packets series");
     assert_eq!(p1 - p0, 100.0, "exactly the 100 datagrams were counted");
     assert_eq!(
