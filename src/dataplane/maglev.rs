@@ -24,6 +24,10 @@
 
 use thiserror::Error;
 
+mod fill;
+
+use fill::{Cursor, EMPTY};
+
 /// Maglev table size used when the configuration names none. A prime well
 /// above 100 × the expected backend count, as the paper recommends, so
 /// that the per-backend share stays within a fraction of a percent.
@@ -37,10 +41,6 @@ pub const MAX_TABLE_SIZE: usize = 1 << 24;
 /// Most backends a table can index: entries are `u16` indices and
 /// `u16::MAX` marks a free slot while the table is filled.
 pub const MAX_BACKENDS: usize = EMPTY as usize;
-
-/// Marks a slot nobody has claimed yet during `build`; never in a finished
-/// table.
-const EMPTY: u16 = u16::MAX;
 
 /// FNV-1a 64 offset basis (the seed of `h1`).
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
@@ -91,8 +91,8 @@ impl MaglevTable {
     ///
     /// `M` must be a prime larger than the number of enabled backends. With
     /// no enabled backend the table is empty and every lookup is `None`.
-    /// Runs in `O(M log M)` (the paper's per-backend `next` cursor), about
-    /// a millisecond for `M = 65537`.
+    /// Runs in `O(M log M)` (the paper's per-backend `next` cursor, walked
+    /// as `fill` explains), about 0.6 ms for `M = 65537` and 10 backends.
     pub fn build<K: AsRef<[u8]>>(
         table_size: usize,
         keys: &[K],
@@ -121,8 +121,8 @@ impl MaglevTable {
         }
         let m = table_size;
 
-        // (backend index, next preferred slot, skip) of each enabled backend.
-        let mut cursors: Vec<(u16, usize, usize)> = Vec::new();
+        // The walk of each enabled backend through its permutation.
+        let mut cursors: Vec<Cursor> = Vec::new();
         for (i, (key, on)) in keys.iter().zip(enabled).enumerate() {
             if !*on {
                 continue;
@@ -132,7 +132,11 @@ impl MaglevTable {
             let skip = reduce(h2, m - 1) + 1;
             // i < MAX_BACKENDS = u16::MAX, checked above.
             let index = u16::try_from(i).unwrap_or(EMPTY);
-            cursors.push((index, offset, skip));
+            cursors.push(Cursor {
+                index,
+                next: offset,
+                skip,
+            });
         }
         if cursors.len() >= m {
             return Err(MaglevError::TooSmall {
@@ -147,24 +151,7 @@ impl MaglevTable {
             });
         }
 
-        let mut entries = vec![EMPTY; m];
-        let mut filled = 0;
-        'fill: loop {
-            for (index, next, skip) in cursors.iter_mut() {
-                // Terminates: the table is not full, and a skip in 1..M with M
-                // prime walks all M slots.
-                let mut slot = *next;
-                while entries[slot] != EMPTY {
-                    slot = advance(slot, *skip, m);
-                }
-                entries[slot] = *index;
-                *next = advance(slot, *skip, m);
-                filled += 1;
-                if filled == m {
-                    break 'fill;
-                }
-            }
-        }
+        let entries = fill::fill(m, &mut cursors);
         Ok(MaglevTable {
             entries: entries.into_boxed_slice(),
             backends: keys.len(),
@@ -288,16 +275,6 @@ fn reduce(h: u64, m: usize) -> usize {
     #[allow(clippy::cast_possible_truncation)] // < m, which came from a usize
     let r = (h % m as u64) as usize;
     r
-}
-
-/// `(slot + skip) mod m` for `slot, skip < m`, without overflow.
-fn advance(slot: usize, skip: usize, m: usize) -> usize {
-    let room = m - skip;
-    if slot >= room {
-        slot - room
-    } else {
-        slot + skip
-    }
 }
 
 #[cfg(test)]
