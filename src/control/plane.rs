@@ -475,28 +475,16 @@ fn with_next_hops(
 
 impl ControlCounts for ControlPlane {
     fn rollouts(&self) -> Vec<(String, u64)> {
-        let inner = self.lock();
-        inner
-            .manager
-            .services()
-            .into_iter()
-            .map(|s| {
-                let n = inner.manager.rollouts(&s.name);
-                (s.name, n)
-            })
-            .collect()
+        let tallies = self.lock().manager.tallies();
+        tallies.into_iter().map(|(name, n, _)| (name, n)).collect()
     }
 
     fn releases(&self) -> Vec<(String, String, u64)> {
-        let inner = self.lock();
+        let tallies = self.lock().manager.tallies();
         let mut out = Vec::new();
-        for s in inner.manager.services() {
-            for r in [ReleaseReason::Drained, ReleaseReason::Timeout] {
-                out.push((
-                    s.name.clone(),
-                    r.as_str().to_owned(),
-                    inner.manager.releases(&s.name, r),
-                ));
+        for (name, _, by_reason) in tallies {
+            for (r, n) in ReleaseReason::ALL.into_iter().zip(by_reason) {
+                out.push((name.clone(), r.as_str().to_owned(), n));
             }
         }
         out

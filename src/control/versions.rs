@@ -77,6 +77,17 @@ pub enum ReleaseReason {
 }
 
 impl ReleaseReason {
+    /// Every reason, in [`ReleaseReason::index`] order.
+    pub const ALL: [ReleaseReason; 2] = [ReleaseReason::Drained, ReleaseReason::Timeout];
+
+    /// Position in [`ReleaseReason::ALL`].
+    const fn index(self) -> usize {
+        match self {
+            ReleaseReason::Drained => 0,
+            ReleaseReason::Timeout => 1,
+        }
+    }
+
     /// The label used in logs, metrics and the API.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -173,6 +184,12 @@ struct ServiceRecord {
     live: Vec<Version>,
     /// Released versions, oldest first, at most [`HISTORY`].
     history: VecDeque<Version>,
+    /// Rollouts since start (`cutover_rollouts_total`). Kept here, not in a
+    /// map of the manager: copying the manager for a change then copies no
+    /// string per service.
+    rollouts: u64,
+    /// Releases since start by [`ReleaseReason::index`].
+    releases: [u64; ReleaseReason::ALL.len()],
 }
 
 impl ServiceRecord {
@@ -195,6 +212,8 @@ impl ServiceRecord {
             removed: false,
             live: Vec::new(),
             history: VecDeque::new(),
+            rollouts: 0,
+            releases: [0; ReleaseReason::ALL.len()],
         };
         rec.apply(cfg, index);
         rec
@@ -242,7 +261,10 @@ pub struct VersionManager {
     services: Vec<Arc<ServiceRecord>>,
     pools: Vec<VipPool>,
     settings: DataplaneSettings,
-    neighbors: HashMap<IpAddr, [u8; 6]>,
+    /// Static neighbours and the reserved VIPs below change only with the
+    /// configuration: shared, so that copying the manager does not copy
+    /// them (11 000 neighbours in a large appliance).
+    neighbors: Arc<HashMap<IpAddr, [u8; 6]>>,
     dns_ttl: Duration,
     table_size: usize,
     /// VIP → end of its cooldown (unix ms).
@@ -250,15 +272,13 @@ pub struct VersionManager {
     /// VIPs of live versions: never handed out again while held.
     held: HashSet<IpAddr>,
     /// Configured first-version VIPs of every configured service.
-    reserved: HashSet<IpAddr>,
+    reserved: Arc<HashSet<IpAddr>>,
     next_uid: u64,
     slots: alloc::Slots,
     /// When this process started watching traffic: the quiet rule never
     /// counts silence from before it (after a restart the workers' counters
     /// are fresh, and silence they did not observe proves nothing).
     observing_since: u64,
-    rollouts: HashMap<String, u64>,
-    releases: HashMap<(String, ReleaseReason), u64>,
     revision: u64,
 }
 
@@ -285,17 +305,15 @@ impl VersionManager {
             services: Vec::new(),
             pools: Vec::new(),
             settings: crate::control::bootstrap::settings(cfg),
-            neighbors: HashMap::new(),
+            neighbors: Arc::default(),
             dns_ttl: Duration::ZERO,
             table_size: cfg.dataplane.maglev_table_size,
             cooldowns: HashMap::new(),
             held: HashSet::new(),
-            reserved: HashSet::new(),
+            reserved: Arc::default(),
             next_uid: 1,
             slots: alloc::Slots::new(MAX_VERSIONS),
             observing_since: now,
-            rollouts: HashMap::new(),
-            releases: HashMap::new(),
             revision: 0,
         };
         m.apply_globals(cfg);
@@ -346,7 +364,8 @@ impl VersionManager {
         }
         let vi = self.create_version(si, backends, &families, false, now)?;
         self.activate_newest(si, now);
-        *self.rollouts.entry(service.to_string()).or_default() += 1;
+        let rec = Arc::make_mut(&mut self.services[si]);
+        rec.rollouts += 1;
         let rec = &self.services[si];
         let info = self.info(rec, &rec.live[vi]);
         tracing::info!(
@@ -446,16 +465,30 @@ impl VersionManager {
     /// Rollouts of `service` since start (`cutover_rollouts_total`); the
     /// first version and restored versions do not count.
     pub fn rollouts(&self, service: &str) -> u64 {
-        self.rollouts.get(service).copied().unwrap_or(0)
+        self.record(service).map_or(0, |r| r.rollouts)
     }
 
     /// Releases of `service` for `reason` since start
     /// (`cutover_releases_total`).
     pub fn releases(&self, service: &str, reason: ReleaseReason) -> u64 {
-        self.releases
-            .get(&(service.to_string(), reason))
-            .copied()
-            .unwrap_or(0)
+        self.record(service)
+            .map_or(0, |r| r.releases[reason.index()])
+    }
+
+    /// `(service, rollouts, releases by ReleaseReason::ALL)` of every
+    /// service, in one pass (the metrics exporter's view).
+    pub fn tallies(&self) -> Vec<(String, u64, [u64; ReleaseReason::ALL.len()])> {
+        self.services
+            .iter()
+            .map(|r| (r.name.clone(), r.rollouts, r.releases))
+            .collect()
+    }
+
+    fn record(&self, service: &str) -> Option<&ServiceRecord> {
+        self.services
+            .iter()
+            .find(|r| r.name == service)
+            .map(|r| &**r)
     }
 
     /// The DNS TTL the drain rule uses.
@@ -475,7 +508,7 @@ impl VersionManager {
     fn apply_globals(&mut self, cfg: &Config) {
         self.pools.clone_from(&cfg.pools);
         self.settings = crate::control::bootstrap::settings(cfg);
-        self.neighbors = cfg.dataplane.neighbors.iter().copied().collect();
+        self.neighbors = Arc::new(cfg.dataplane.neighbors.iter().copied().collect());
         self.dns_ttl = Duration::from_secs(u64::from(cfg.dns.ttl));
         self.table_size = cfg.dataplane.maglev_table_size;
         for rec in self.services.iter_mut().map(Arc::make_mut) {
@@ -485,11 +518,12 @@ impl VersionManager {
                 }
             }
         }
-        self.reserved = cfg
-            .services
-            .iter()
-            .flat_map(|s| s.vips.iter().copied())
-            .collect();
+        self.reserved = Arc::new(
+            cfg.services
+                .iter()
+                .flat_map(|s| s.vips.iter().copied())
+                .collect(),
+        );
     }
 
     /// Makes the newest live version of service `si` active; the previous
@@ -531,7 +565,7 @@ impl VersionManager {
             reason = reason.as_str(),
             "version released"
         );
-        *self.releases.entry((rec.name.clone(), reason)).or_default() += 1;
+        rec.releases[reason.index()] += 1;
         let event = ReleaseEvent {
             service: rec.name.clone(),
             id: v.id,

@@ -18,8 +18,8 @@ use crate::control::state::{
 use crate::snapshot::{VersionState, MAX_VERSIONS};
 
 use super::{
-    alloc::Slots, build, dur_ms, unix_ms, Backend, DrainSettings, ServiceRecord, Version,
-    VersionManager, HISTORY,
+    alloc::Slots, build, dur_ms, unix_ms, Backend, DrainSettings, ReleaseReason, ServiceRecord,
+    Version, VersionManager, HISTORY,
 };
 
 impl VersionManager {
@@ -262,6 +262,9 @@ fn service_in(
         removed: ps.removed,
         live,
         history,
+        // Counted since this process started, not persisted.
+        rollouts: 0,
+        releases: [0; ReleaseReason::ALL.len()],
     })
 }
 

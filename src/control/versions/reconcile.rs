@@ -113,9 +113,9 @@ impl VersionManager {
                 let families = s.families.clone();
                 let vi = self.create_version(si, &s.backends, &families, false, now)?;
                 self.activate_newest(si, now);
-                let rec = &self.services[si];
+                let rec = Arc::make_mut(&mut self.services[si]);
+                rec.rollouts += 1;
                 let id = rec.live[vi].id;
-                *self.rollouts.entry(s.name.clone()).or_default() += 1;
                 tracing::info!(service = %s.name, version = id, "rollout by reload");
                 report.rolled_out.push((s.name.clone(), id));
             }
