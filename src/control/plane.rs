@@ -390,17 +390,20 @@ impl ControlPlane {
         // A new configuration may bring other static neighbours or
         // gateways; otherwise `tick` keeps published next hops current.
         let recheck = new_cfg.is_some();
+        // `inner.manager` is settled whenever the published snapshot shows
+        // it, so a derived snapshot visits only the services `f` changed.
+        let derive = |parent: &Snapshot, generation: u64, staging: Staging| {
+            if recheck {
+                next.snapshot_from(parent, generation, kernel, true, staging)
+            } else {
+                next.snapshot_since_settled(parent, generation, kernel, staging)
+            }
+        };
         let state_path = cfg.state.path.clone();
         let mut generation = inner.generation;
         let mut parent = current;
         if let Some(path) = &state_path {
-            let staged = next.snapshot_from(
-                &parent,
-                generation + 1,
-                kernel,
-                recheck,
-                Staging::DataplaneOnly,
-            )?;
+            let staged = derive(&parent, generation + 1, Staging::DataplaneOnly)?;
             if staged.changed_since(parent.generation) != Some(&[]) {
                 generation += 1;
                 let staged = Arc::new(staged);
@@ -426,6 +429,7 @@ impl ControlPlane {
                         // state file lacks, so it may stay.
                         Err(se) => {
                             inner.generation = generation;
+                            inner.manager.unsettle();
                             tracing::error!(error = %se, "restoring the running snapshot failed");
                         }
                     }
@@ -433,10 +437,21 @@ impl ControlPlane {
                 return Err(e.into());
             }
         }
-        let snap = next.snapshot_from(&parent, generation + 1, kernel, recheck, Staging::Final)?;
+        let snap = match derive(&parent, generation + 1, Staging::Final) {
+            Ok(snap) => snap,
+            Err(e) => {
+                if generation != inner.generation {
+                    // The staged snapshot stays published: it shows `next`.
+                    inner.generation = generation;
+                    inner.manager.unsettle();
+                }
+                return Err(e.into());
+            }
+        };
         inner.generation = snap.generation;
         self.publish(Arc::new(snap));
         inner.manager = next;
+        inner.manager.settle();
         if let Some(cfg) = new_cfg {
             inner.static_hops = nexthop::static_hops(&cfg);
             inner.cfg = cfg;

@@ -280,6 +280,55 @@ pub struct VersionManager {
     /// are fresh, and silence they did not observe proves nothing).
     observing_since: u64,
     revision: u64,
+    /// Which records changed since `settle`; see [`Touched`].
+    touched: Touched,
+}
+
+/// The services whose records changed since the manager was last settled
+/// (`None`: unknown, or the list of services itself changed).
+///
+/// Why: a rollout changes one service of perhaps thousands. With this list
+/// the next snapshot is derived by visiting that service only; without it,
+/// every record and every version of the parent snapshot is read, which
+/// after a cache-cold second cost more than the change itself.
+#[derive(Debug, Clone, Default)]
+struct Touched(Option<Vec<u32>>);
+
+impl Touched {
+    /// More than this many touched services: visit all, the list would not
+    /// save much.
+    const MAX: usize = 64;
+
+    fn mark(&mut self, si: usize) {
+        let Some(list) = &mut self.0 else { return };
+        let Ok(si) = u32::try_from(si) else {
+            self.0 = None;
+            return;
+        };
+        if !list.contains(&si) {
+            if list.len() == Self::MAX {
+                self.0 = None;
+            } else {
+                list.push(si);
+            }
+        }
+    }
+
+    fn everything(&mut self) {
+        self.0 = None;
+    }
+}
+
+/// Service `si`'s record, to change: copied first if shared, and marked
+/// touched. Takes the two fields, not the manager, so that callers can
+/// still use its other fields while they hold the record.
+fn touch<'a>(
+    services: &'a mut [Arc<ServiceRecord>],
+    touched: &mut Touched,
+    si: usize,
+) -> &'a mut ServiceRecord {
+    touched.mark(si);
+    Arc::make_mut(&mut services[si])
 }
 
 impl VersionManager {
@@ -315,6 +364,7 @@ impl VersionManager {
             slots: alloc::Slots::new(MAX_VERSIONS),
             observing_since: now,
             revision: 0,
+            touched: Touched::default(),
         };
         m.apply_globals(cfg);
         m
@@ -364,7 +414,7 @@ impl VersionManager {
         }
         let vi = self.create_version(si, backends, &families, false, now)?;
         self.activate_newest(si, now);
-        let rec = Arc::make_mut(&mut self.services[si]);
+        let rec = touch(&mut self.services, &mut self.touched, si);
         rec.rollouts += 1;
         let rec = &self.services[si];
         let info = self.info(rec, &rec.live[vi]);
@@ -388,7 +438,7 @@ impl VersionManager {
     ) -> Result<VersionInfo, VersionError> {
         let now = unix_ms(now);
         let si = self.index(service)?;
-        let rec = Arc::make_mut(&mut self.services[si]);
+        let rec = touch(&mut self.services, &mut self.touched, si);
         if rec.active().is_none() {
             return Err(VersionError::NoActive(service.to_string()));
         }
@@ -455,7 +505,11 @@ impl VersionManager {
             }
         }
         // Removed services disappear once nothing of them is live.
+        let before = self.services.len();
         self.services.retain(|r| !(r.removed && r.live.is_empty()));
+        if self.services.len() != before {
+            self.touched.everything();
+        }
         if !events.is_empty() {
             self.revision += 1;
         }
@@ -511,6 +565,7 @@ impl VersionManager {
         self.neighbors = Arc::new(cfg.dataplane.neighbors.iter().copied().collect());
         self.dns_ttl = Duration::from_secs(u64::from(cfg.dns.ttl));
         self.table_size = cfg.dataplane.maglev_table_size;
+        self.touched.everything();
         for rec in self.services.iter_mut().map(Arc::make_mut) {
             for v in &mut rec.live {
                 for b in &mut v.backends {
@@ -529,7 +584,7 @@ impl VersionManager {
     /// Makes the newest live version of service `si` active; the previous
     /// active one starts draining at `now`.
     fn activate_newest(&mut self, si: usize, now: u64) {
-        let rec = Arc::make_mut(&mut self.services[si]);
+        let rec = touch(&mut self.services, &mut self.touched, si);
         if let Some(a) = rec.active_mut() {
             a.state = VersionState::Draining;
             a.draining_since = Some(now);
@@ -546,7 +601,7 @@ impl VersionManager {
         let cooldown = self
             .pool(&self.services[si].pool)
             .map_or(self.dns_ttl.saturating_mul(10), |p| p.cooldown);
-        let rec = Arc::make_mut(&mut self.services[si]);
+        let rec = touch(&mut self.services, &mut self.touched, si);
         let mut v = rec.live.remove(vi);
         v.state = VersionState::Released;
         v.released_at = Some(now);
@@ -612,5 +667,37 @@ impl VersionManager {
         staging: Staging,
     ) -> Result<Snapshot, crate::snapshot::SnapshotError> {
         build::derived(self, parent, generation, next_hop, recheck_hops, staging)
+    }
+
+    /// Marks this state as the one the published snapshot shows: from now
+    /// on the manager lists the services it changes, and
+    /// `snapshot_since_settled` visits only those.
+    pub fn settle(&mut self) {
+        self.touched = Touched(Some(Vec::new()));
+    }
+
+    /// Forgets the settled state: the published snapshot no longer shows
+    /// it (a publish from a copy that was then dropped).
+    pub fn unsettle(&mut self) {
+        self.touched.everything();
+    }
+
+    /// `snapshot_from` without re-checking next hops, for a `parent` that
+    /// shows this manager's state at its last `settle` (next hops
+    /// refreshed since are kept): visits only the services changed since,
+    /// or every one when that is not known.
+    pub fn snapshot_since_settled(
+        &self,
+        parent: &Snapshot,
+        generation: u64,
+        next_hop: &dyn Fn(Forwarding, IpAddr) -> Option<[u8; 6]>,
+        staging: Staging,
+    ) -> Result<Snapshot, crate::snapshot::SnapshotError> {
+        match &self.touched.0 {
+            Some(touched) => {
+                build::derived_touched(self, parent, generation, next_hop, staging, touched)
+            }
+            None => build::derived(self, parent, generation, next_hop, false, staging),
+        }
     }
 }

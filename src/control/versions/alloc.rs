@@ -126,7 +126,7 @@ impl VersionManager {
         let uid = self.next_uid;
         self.next_uid += 1;
         self.held.extend(vips.iter().copied());
-        let rec = Arc::make_mut(&mut self.services[si]);
+        let rec = super::touch(&mut self.services, &mut self.touched, si);
         let id = rec.next_id;
         rec.next_id += 1;
         rec.live.push(Version {

@@ -13,7 +13,9 @@ use std::sync::Arc;
 use crate::control::bootstrap;
 use crate::control::config::Forwarding;
 use crate::dataplane::maglev::{MaglevError, MaglevTable};
-use crate::snapshot::{Backend, ServiceEntry, Snapshot, SnapshotError, VersionEntry, VersionState};
+use crate::snapshot::{
+    Backend, ServiceEntry, Snapshot, SnapshotBuilder, SnapshotError, VersionEntry, VersionState,
+};
 
 use super::{Version, VersionManager};
 
@@ -103,52 +105,16 @@ pub(super) fn derived(
     // across a change of them.
     let same_settings = parent.settings == m.settings;
     let mut b = parent.derive(generation, m.settings.clone(), services);
-    for (si, rec) in m.services.iter().enumerate() {
-        let service = service_index(si)?;
-        let resolve = |b: &Backend| b.next_hop.or_else(|| next_hop(rec.forwarding, b.addr));
-        for v in &rec.live {
-            let Some(maglev) = &v.maglev else {
-                continue;
-            };
-            let prev = b.parent_version(v.slot).filter(|p| p.uid == v.uid);
-            let state = match (staging, prev) {
-                (Staging::Final, _) => v.state,
-                (Staging::DataplaneOnly, Some(p)) => p.state,
-                (Staging::DataplaneOnly, None) => VersionState::Draining,
-            };
-            let unchanged = same_settings
-                && prev.is_some_and(|p| {
-                    same_version(
-                        p,
-                        v,
-                        service,
-                        state,
-                        maglev,
-                        recheck_hops.then_some(&resolve),
-                    )
-                });
-            if unchanged {
-                b.keep(v.slot)?;
-            } else {
-                b.add(VersionEntry {
-                    slot: v.slot,
-                    uid: v.uid,
-                    service,
-                    id: v.id,
-                    state,
-                    vips: v.vips.clone(),
-                    backends: v
-                        .backends
-                        .iter()
-                        .map(|x| Backend {
-                            next_hop: resolve(x),
-                            ..x.clone()
-                        })
-                        .collect(),
-                    maglev: Arc::clone(maglev),
-                })?;
-            }
-        }
+    for si in 0..m.services.len() {
+        place_service(
+            &mut b,
+            m,
+            si,
+            next_hop,
+            recheck_hops,
+            staging,
+            same_settings,
+        )?;
     }
     Ok(b.finish())
 }
@@ -159,6 +125,95 @@ pub(super) fn derived(
 /// to date with the kernel, so only a change of configuration needs the
 /// per-backend lookups, which cost more than the rest of a rollout with
 /// ten thousand backends).
+/// `derived` for a parent built from this manager's state at its last
+/// settle (see `VersionManager::settle`): only the services in `touched`
+/// are visited, every other version is the parent's. Falls back to
+/// `derived` when the settings or the list of services differ.
+pub(super) fn derived_touched(
+    m: &VersionManager,
+    parent: &Snapshot,
+    generation: u64,
+    next_hop: &dyn Fn(Forwarding, IpAddr) -> Option<[u8; 6]>,
+    staging: Staging,
+    touched: &[u32],
+) -> Result<Snapshot, SnapshotError> {
+    if parent.settings != m.settings || parent.services.len() != m.services.len() {
+        return derived(m, parent, generation, next_hop, false, staging);
+    }
+    let mut b = parent.derive_replacing(
+        generation,
+        m.settings.clone(),
+        Arc::clone(&parent.services),
+        touched,
+    );
+    for &si in touched {
+        place_service(&mut b, m, si as usize, next_hop, false, staging, true)?;
+    }
+    Ok(b.finish())
+}
+
+/// Places the live versions of service `si` in `b`: the parent's own
+/// version where nothing changed, a new one otherwise.
+fn place_service(
+    b: &mut SnapshotBuilder<'_>,
+    m: &VersionManager,
+    si: usize,
+    next_hop: &dyn Fn(Forwarding, IpAddr) -> Option<[u8; 6]>,
+    recheck_hops: bool,
+    staging: Staging,
+    same_settings: bool,
+) -> Result<(), SnapshotError> {
+    let Some(rec) = m.services.get(si) else {
+        return Err(SnapshotError::SlotOutOfRange(u32::MAX));
+    };
+    let service = service_index(si)?;
+    let resolve = |x: &Backend| x.next_hop.or_else(|| next_hop(rec.forwarding, x.addr));
+    for v in &rec.live {
+        let Some(maglev) = &v.maglev else {
+            continue;
+        };
+        let prev = b.parent_version(v.slot).filter(|p| p.uid == v.uid);
+        let state = match (staging, prev) {
+            (Staging::Final, _) => v.state,
+            (Staging::DataplaneOnly, Some(p)) => p.state,
+            (Staging::DataplaneOnly, None) => VersionState::Draining,
+        };
+        let unchanged = same_settings
+            && prev.is_some_and(|p| {
+                same_version(
+                    p,
+                    v,
+                    service,
+                    state,
+                    maglev,
+                    recheck_hops.then_some(&resolve),
+                )
+            });
+        if unchanged {
+            b.keep(v.slot)?;
+        } else {
+            b.add(VersionEntry {
+                slot: v.slot,
+                uid: v.uid,
+                service,
+                id: v.id,
+                state,
+                vips: v.vips.clone(),
+                backends: v
+                    .backends
+                    .iter()
+                    .map(|x| Backend {
+                        next_hop: resolve(x),
+                        ..x.clone()
+                    })
+                    .collect(),
+                maglev: Arc::clone(maglev),
+            })?;
+        }
+    }
+    Ok(())
+}
+
 fn same_version(
     p: &VersionEntry,
     v: &Version,

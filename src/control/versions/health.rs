@@ -61,7 +61,7 @@ impl VersionManager {
         }
         let changed = rebuilt.len();
         for (vi, backends, table) in rebuilt {
-            let v = &mut Arc::make_mut(&mut self.services[si]).live[vi];
+            let v = &mut super::touch(&mut self.services, &mut self.touched, si).live[vi];
             v.backends = backends;
             v.maglev = Some(Arc::new(table));
             tracing::info!(

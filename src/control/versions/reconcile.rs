@@ -79,12 +79,14 @@ impl VersionManager {
         // Settings, neighbours or ports may have changed even when no
         // version did: the caller republishes and persists either way.
         self.revision += 1;
+        // Services may be added, removed, reordered or reconfigured.
+        self.touched.everything();
         let mut report = ReconcileReport::default();
         let mut order = Vec::with_capacity(cfg.services.len());
         for (ci, s) in cfg.services.iter().enumerate() {
             let si = match self.services.iter().position(|r| r.name == s.name) {
                 Some(si) => {
-                    Arc::make_mut(&mut self.services[si]).apply(cfg, ci);
+                    super::touch(&mut self.services, &mut self.touched, si).apply(cfg, ci);
                     si
                 }
                 None => {
@@ -113,7 +115,7 @@ impl VersionManager {
                 let families = s.families.clone();
                 let vi = self.create_version(si, &s.backends, &families, false, now)?;
                 self.activate_newest(si, now);
-                let rec = Arc::make_mut(&mut self.services[si]);
+                let rec = super::touch(&mut self.services, &mut self.touched, si);
                 rec.rollouts += 1;
                 let id = rec.live[vi].id;
                 tracing::info!(service = %s.name, version = id, "rollout by reload");
@@ -146,6 +148,7 @@ impl VersionManager {
     /// Rebuilds every live table (the Maglev size changed).
     fn rebuild_tables(&mut self) -> Result<(), VersionError> {
         let size = self.table_size;
+        self.touched.everything();
         for rec in self.services.iter_mut().map(Arc::make_mut) {
             for v in &mut rec.live {
                 let table = super::build::maglev(size, &v.backends).map_err(|source| {

@@ -687,3 +687,108 @@ fn derived_snapshot_rebuilds_only_the_changed_versions_and_stages_new_ones() {
     assert!(kept.shares_version(&fin, v2_kept.slot));
     assert_eq!(kept.changed_since(2), Some(&[][..]));
 }
+
+/// The settled derivation (only touched services visited) gives the same
+/// snapshot as a full derivation, step after step: rollouts, rollbacks,
+/// health changes, releases, and a reload (which touches everything).
+#[test]
+fn settled_derivation_matches_a_full_one() {
+    type Step = Box<dyn Fn(&mut VersionManager)>;
+    let mut m = manager();
+    let hop = |_: Forwarding, _: IpAddr| None;
+    let dump = |s: &Snapshot| {
+        s.versions()
+            .map(|v| {
+                (
+                    v.slot,
+                    v.uid,
+                    v.service,
+                    v.state,
+                    v.vips.clone(),
+                    v.backends.clone(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    // The backends active by then, and another drain_grace.
+    let reload = cfg(&BASE
+        .replace(r#"["10.0.1.11", "10.0.1.12"]"#, r#"["10.0.1.14"]"#)
+        .replace(r#"["10.0.2.1"]"#, r#"["10.0.2.7"]"#)
+        .replace(r#"drain_grace = "5s""#, r#"drain_grace = "6s""#));
+    let steps: Vec<(&str, Step)> = vec![
+        (
+            "rollout web",
+            Box::new(|m| drop(m.rollout("web", &ips(&["10.0.1.13"]), t(1)))),
+        ),
+        (
+            "rollout api",
+            Box::new(|m| drop(m.rollout("api", &ips(&["10.0.2.7"]), t(2)))),
+        ),
+        (
+            "web unhealthy",
+            Box::new(|m| {
+                drop(m.set_backend_health("web", VersionSelector::All, ip("10.0.1.13"), false))
+            }),
+        ),
+        ("rollback web", Box::new(|m| drop(m.rollback("web", t(3))))),
+        (
+            "release by timeout",
+            Box::new(|m| drop(m.evaluate(t(10_000), silent))),
+        ),
+        (
+            "rollout web again",
+            Box::new(|m| drop(m.rollout("web", &ips(&["10.0.1.14"]), t(10_001)))),
+        ),
+        (
+            "reload",
+            Box::new(move |m| {
+                m.reconcile(&reload, t(10_002)).unwrap();
+            }),
+        ),
+        (
+            "rollout api after reload",
+            Box::new(|m| drop(m.rollout("api", &ips(&["10.0.2.9"]), t(10_003)))),
+        ),
+        (
+            "release again",
+            Box::new(|m| drop(m.evaluate(t(30_000), silent))),
+        ),
+    ];
+    let mut parent = m.snapshot(1).unwrap();
+    m.settle();
+    let mut touched_steps = 0;
+    for (generation, (name, step)) in (2..).zip(&steps) {
+        let before = m.revision();
+        let mut next = m.clone();
+        step(&mut next);
+        assert_ne!(next.revision(), before, "{name}: changed nothing");
+        touched_steps += usize::from(next.touched.0.is_some());
+        for staging in [Staging::DataplaneOnly, Staging::Final] {
+            let fast = next
+                .snapshot_since_settled(&parent, generation, &hop, staging)
+                .unwrap();
+            let full = next
+                .snapshot_from(&parent, generation, &hop, false, staging)
+                .unwrap();
+            assert_eq!(dump(&fast), dump(&full), "{name} {staging:?}");
+            assert_eq!(
+                fast.changed_since(parent.generation),
+                full.changed_since(parent.generation),
+                "{name} {staging:?}"
+            );
+            for v in full.versions() {
+                for vip in &v.vips {
+                    let found = fast.version_for_vip(vip).map(|w| w.slot);
+                    assert_eq!(found, Some(v.slot), "{name}: {vip}");
+                }
+            }
+        }
+        parent = next
+            .snapshot_since_settled(&parent, generation, &hop, Staging::Final)
+            .unwrap();
+        m = next;
+        m.settle();
+    }
+    // Most steps took the fast path; the reload did not.
+    assert!(touched_steps >= 7, "{touched_steps}");
+}
