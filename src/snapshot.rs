@@ -18,6 +18,10 @@ use crate::control::config::{Forwarding, PortSpec, Protocol};
 use crate::dataplane::maglev::MaglevTable;
 use crate::dataplane::rewrite::EncapTemplate;
 
+mod vip_index;
+
+use vip_index::VipIndex;
+
 /// Upper bound on live versions: per-worker counters are preallocated for
 /// this many slots so that nothing is resized on the fast path.
 pub const MAX_VERSIONS: usize = 65536;
@@ -138,7 +142,7 @@ pub struct Snapshot {
     /// VIP (as [`vip_key`]) → slot of the version holding it. One VIP
     /// belongs to one version (the pools guarantee it), so the port is
     /// checked after the lookup.
-    vips: hashbrown::HashMap<u128, u32, BuildHasherDefault<VipHasher>>,
+    vips: VipIndex,
     /// What changed since the snapshot this one was derived from, so a
     /// worker that saw that one binds only the changed slots.
     delta: Option<Delta>,
@@ -286,7 +290,7 @@ impl Snapshot {
             settings,
             services: Arc::new(Vec::new()),
             versions: Vec::new(),
-            vips: hashbrown::HashMap::with_hasher(BuildHasherDefault::default()),
+            vips: VipIndex::build(std::iter::empty()),
             delta: None,
         }
     }
@@ -316,7 +320,7 @@ impl Snapshot {
 
     #[inline]
     fn live_for_key(&self, key: u128) -> Option<&LiveVersion> {
-        let slot = *self.vips.get(&key)?;
+        let slot = self.vips.get(key)?;
         self.versions.get(slot as usize)?.as_deref()
     }
 
@@ -458,7 +462,7 @@ impl<'p> SnapshotBuilder<'p> {
             settings: self.settings,
             services: self.services,
             versions: self.versions,
-            vips: self.vips,
+            vips: VipIndex::build(self.vips.into_iter()),
             delta,
         }
     }
