@@ -271,6 +271,8 @@ pub struct FlowTable {
     /// Latest `now` seen; a `now` that goes backwards is raised to it so the
     /// lists stay ordered by last packet.
     clock: u64,
+    /// `clock >> refresh_shift`, kept with it: the tick a hit compares with.
+    clock_tick: u64,
     evictions: u64,
     /// Active flows per version slot (entries of the slot's current uid).
     counts: Box<[u32]>,
@@ -345,6 +347,7 @@ impl FlowTable {
             expiry: timeout.map(|t| t.saturating_add((1u64 << refresh_shift) - 1)),
             len: 0,
             clock: 0,
+            clock_tick: 0,
             evictions: 0,
             counts: vec![0; max_versions].into_boxed_slice(),
             slots: vec![SlotBinding::default(); max_versions].into_boxed_slice(),
@@ -417,7 +420,7 @@ impl FlowTable {
         // path below would also return it unchanged; this one reads one
         // node and one slot binding and writes nothing.
         if !flags.has(TcpFlags::SYN.union(TcpFlags::FIN).union(TcpFlags::RST))
-            && (now >> self.refresh_shift) == (node.last_seen >> self.refresh_shift)
+            && self.clock_tick == (node.last_seen >> self.refresh_shift)
         {
             if let Some(b) = self.slots.get(node.slot as usize) {
                 if b.gen == node.gen {
@@ -577,8 +580,15 @@ impl FlowTable {
         removed
     }
 
+    /// Advances the clock to `now` unless it is behind; returns the clock.
+    /// A branch rather than a `max`: a burst's packets share one `now`, so
+    /// all but the first leave the clock as it is.
+    #[inline]
     fn tick(&mut self, now: u64) -> u64 {
-        self.clock = self.clock.max(now);
+        if now > self.clock {
+            self.clock = now;
+            self.clock_tick = now >> self.refresh_shift;
+        }
         self.clock
     }
 
@@ -771,6 +781,7 @@ fn halves(a: &[u8; 16]) -> (u64, u64) {
     (x as u64, (x >> 64) as u64)
 }
 
+#[inline(always)]
 fn index_hash(hasher: &IndexHasher, key: &FlowKey) -> u64 {
     hasher.hash(key)
 }

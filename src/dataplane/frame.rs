@@ -54,7 +54,9 @@ pub trait FrameBuf {
 /// `data[start..start + len]`.
 #[derive(Clone)]
 pub struct PacketBuf {
-    data: Box<[u8]>,
+    /// A fixed-size array rather than a slice: every bounds check of the
+    /// fast path compares with a constant instead of a loaded length.
+    data: Box<[u8; HEADROOM + MAX_FRAME]>,
     start: usize,
     len: usize,
 }
@@ -64,7 +66,7 @@ impl PacketBuf {
     /// [`MAX_FRAME`] bytes.
     pub fn new() -> Self {
         PacketBuf {
-            data: vec![0u8; HEADROOM + MAX_FRAME].into_boxed_slice(),
+            data: Box::new([0u8; HEADROOM + MAX_FRAME]),
             start: HEADROOM,
             len: 0,
         }
