@@ -8,7 +8,6 @@
 //! worker. Dependencies point one way: `control` writes snapshots, the
 //! `dataplane` reads them.
 
-use std::hash::BuildHasherDefault;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
@@ -17,6 +16,10 @@ use arc_swap::ArcSwap;
 use crate::control::config::{Forwarding, PortSpec, Protocol};
 use crate::dataplane::maglev::MaglevTable;
 use crate::dataplane::rewrite::EncapTemplate;
+
+mod vip_index;
+
+use vip_index::VipIndex;
 
 /// Upper bound on live versions: per-worker counters are preallocated for
 /// this many slots so that nothing is resized on the fast path.
@@ -138,7 +141,7 @@ pub struct Snapshot {
     /// VIP (as [`vip_key`]) → slot of the version holding it. One VIP
     /// belongs to one version (the pools guarantee it), so the port is
     /// checked after the lookup.
-    vips: hashbrown::HashMap<u128, u32, BuildHasherDefault<VipHasher>>,
+    vips: VipIndex,
     /// Indexed by slot: the service index of its version, [`NO_OWNER`] for
     /// a free slot. Lets `derive_replacing` find a service's versions
     /// without reading every version (control plane only).
@@ -181,38 +184,6 @@ pub fn vip_key(addr: &IpAddr) -> u128 {
     match addr {
         IpAddr::V4(a) => u128::from_be_bytes(a.to_ipv6_mapped().octets()),
         IpAddr::V6(a) => u128::from_be_bytes(a.octets()),
-    }
-}
-
-/// A cheap hasher for the VIP table: one multiply-xorshift of the folded
-/// address. Keys are inserted only by the control plane, so there is no
-/// collision attack to resist and no reason to pay for a keyed hash on
-/// every packet.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct VipHasher(u64);
-
-impl std::hash::Hasher for VipHasher {
-    #[inline]
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-
-    #[inline]
-    #[allow(clippy::cast_possible_truncation)] // splits into halves on purpose
-    fn write_u128(&mut self, v: u128) {
-        let [hi, lo]: [u64; 2] = [(v >> 64) as u64, v as u64];
-        let mut x = self.0 ^ hi.rotate_left(29) ^ lo;
-        x ^= x >> 33;
-        x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
-        x ^= x >> 33;
-        self.0 = x;
-    }
-
-    #[inline]
-    fn finish(&self) -> u64 {
-        self.0
     }
 }
 
@@ -296,7 +267,7 @@ impl Snapshot {
             *owner = NO_OWNER;
             if let Some(live) = b.versions.get_mut(slot).and_then(Option::take) {
                 for vip in &live.version.vips {
-                    b.vips.remove(&vip_key(vip));
+                    b.vips.remove(vip_key(vip));
                 }
             }
         }
@@ -334,7 +305,7 @@ impl Snapshot {
             settings,
             services: Arc::new(Vec::new()),
             versions: Vec::new(),
-            vips: hashbrown::HashMap::with_hasher(BuildHasherDefault::default()),
+            vips: VipIndex::with_capacity(0),
             owners: Vec::new(),
             delta: None,
         }
@@ -365,7 +336,7 @@ impl Snapshot {
 
     #[inline]
     fn live_for_key(&self, key: u128) -> Option<&LiveVersion> {
-        let slot = *self.vips.get(&key)?;
+        let slot = self.vips.get(key)?;
         self.versions.get(slot as usize)?.as_deref()
     }
 
@@ -402,7 +373,7 @@ pub struct SnapshotBuilder<'p> {
     settings: DataplaneSettings,
     services: Arc<Vec<ServiceEntry>>,
     versions: Vec<Option<Arc<LiveVersion>>>,
-    vips: hashbrown::HashMap<u128, u32, BuildHasherDefault<VipHasher>>,
+    vips: VipIndex,
     owners: Vec<u32>,
     changed: Vec<u32>,
 }
@@ -421,7 +392,7 @@ impl<'p> SnapshotBuilder<'p> {
             settings,
             services,
             versions: Vec::with_capacity(slots),
-            vips: hashbrown::HashMap::with_capacity_and_hasher(vips, BuildHasherDefault::default()),
+            vips: VipIndex::with_capacity(vips),
             owners: Vec::with_capacity(slots),
             changed: Vec::new(),
         }
@@ -480,7 +451,7 @@ impl<'p> SnapshotBuilder<'p> {
                 // Undo this version's inserts: the builder stays consistent
                 // for a caller that reports the error and drops it.
                 for earlier in &v.vips[..i] {
-                    self.vips.remove(&vip_key(earlier));
+                    self.vips.remove(vip_key(earlier));
                 }
                 return Err(SnapshotError::VipTaken(*vip));
             }

@@ -171,7 +171,7 @@ struct Node {
     dst: [u8; 16],
     last_seen: u64,
     slot: u32,
-    /// `FlowTable::slot_gen[slot]` when the entry was written. Stands in for
+    /// `FlowTable::slots[slot].gen` when the entry was written. Stands in for
     /// the version's 64-bit uid to keep the node in one line: the entry is
     /// stale once its slot is bound to another uid, which bumps the
     /// generation. Telling a stale entry from a live one would need 2^32
@@ -258,25 +258,36 @@ pub struct FlowTable {
     nodes: Box<[Node]>,
     free: u32,
     lists: [List; 3],
-    /// Idle timeout per `Class`.
-    timeouts: [u64; 3],
+    /// Idle timeout per `Class` plus the refresh slack, `2^refresh_shift -
+    /// 1` (saturating): what an entry's real last packet may be later than
+    /// its stored `last_seen`, added so that no entry expires early. Added
+    /// up here once rather than per packet.
+    expiry: [u64; 3],
     /// Refresh granularity as a power of two of `now`'s unit (0: exact).
     /// A hit within the same `now >> refresh_shift` tick as the entry's
     /// stored `last_seen` writes nothing (see [`FlowTable::with_refresh`]).
     refresh_shift: u32,
-    /// What an entry's real last packet may be later than its stored
-    /// `last_seen`: `2^refresh_shift - 1`. Added to every timeout, so no
-    /// entry expires early.
-    refresh_slack: u64,
     len: usize,
     /// Latest `now` seen; a `now` that goes backwards is raised to it so the
     /// lists stay ordered by last packet.
     clock: u64,
+    /// `clock >> refresh_shift`, kept with it: the tick a hit compares with.
+    clock_tick: u64,
     evictions: u64,
     /// Active flows per version slot (entries of the slot's current uid).
     counts: Box<[u32]>,
-    slot_uid: Box<[u64]>,
-    slot_gen: Box<[u32]>,
+    /// Per version slot: the bound uid and its generation, side by side
+    /// so that a hit reads both with one bounds check and one cache line.
+    slots: Box<[SlotBinding]>,
+}
+
+/// What a version slot is bound to (see [`FlowTable::bind_version`]).
+#[derive(Clone, Copy, Debug, Default)]
+struct SlotBinding {
+    uid: u64,
+    /// Bumped on every rebind: entries written under an older generation
+    /// are stale.
+    gen: u32,
 }
 
 impl FlowTable {
@@ -332,15 +343,14 @@ impl FlowTable {
             free: if capacity == 0 { NIL } else { 0 },
             nodes,
             lists: [empty; 3],
-            timeouts: timeout,
             refresh_shift,
-            refresh_slack: (1u64 << refresh_shift) - 1,
+            expiry: timeout.map(|t| t.saturating_add((1u64 << refresh_shift) - 1)),
             len: 0,
             clock: 0,
+            clock_tick: 0,
             evictions: 0,
             counts: vec![0; max_versions].into_boxed_slice(),
-            slot_uid: vec![0; max_versions].into_boxed_slice(),
-            slot_gen: vec![0; max_versions].into_boxed_slice(),
+            slots: vec![SlotBinding::default(); max_versions].into_boxed_slice(),
         }
     }
 
@@ -369,16 +379,12 @@ impl FlowTable {
     /// the new version's count. An out-of-range slot is ignored.
     pub fn bind_version(&mut self, slot: u32, uid: u64) {
         let s = slot as usize;
-        let (Some(bound), Some(gen), Some(count)) = (
-            self.slot_uid.get_mut(s),
-            self.slot_gen.get_mut(s),
-            self.counts.get_mut(s),
-        ) else {
+        let (Some(bound), Some(count)) = (self.slots.get_mut(s), self.counts.get_mut(s)) else {
             return;
         };
-        if *bound != uid {
-            *bound = uid;
-            *gen = gen.wrapping_add(1);
+        if bound.uid != uid {
+            bound.uid = uid;
+            bound.gen = bound.gen.wrapping_add(1);
             *count = 0;
         }
     }
@@ -407,6 +413,29 @@ impl FlowTable {
         let idx = self.find(self.index_hash(key), key)?;
         let i = idx as usize;
         let node = self.nodes.get(i)?;
+        // The common hit first: a live entry refreshed within this tick,
+        // and flags that can neither close it nor reopen it (no SYN, FIN
+        // or RST). Such an entry cannot have expired (it is at most
+        // `2^refresh_shift - 1` old, which every expiry exceeds), so the general
+        // path below would also return it unchanged; this one reads one
+        // node and one slot binding and writes nothing.
+        if !flags.has(TcpFlags::SYN.union(TcpFlags::FIN).union(TcpFlags::RST))
+            && self.clock_tick == (node.last_seen >> self.refresh_shift)
+        {
+            if let Some(b) = self.slots.get(node.slot as usize) {
+                if b.gen == node.gen {
+                    return Some(FlowEntry {
+                        version: VersionRef {
+                            slot: node.slot,
+                            uid: b.uid,
+                        },
+                        backend: node.backend,
+                        state: node.state,
+                        last_seen: node.last_seen,
+                    });
+                }
+            }
+        }
         let class = node.class();
         let reused = class == Class::Closing && flags.opens();
         if self.is_stale(node) || self.is_expired(node, now) || reused {
@@ -499,7 +528,7 @@ impl FlowTable {
                 idx
             }
         };
-        let gen = self.slot_gen[slot];
+        let gen = self.slots[slot].gen;
         let node = &mut self.nodes[idx as usize];
         *node = Node {
             src: key.src,
@@ -551,8 +580,15 @@ impl FlowTable {
         removed
     }
 
+    /// Advances the clock to `now` unless it is behind; returns the clock.
+    /// A branch rather than a `max`: a burst's packets share one `now`, so
+    /// all but the first leave the clock as it is.
+    #[inline]
     fn tick(&mut self, now: u64) -> u64 {
-        self.clock = self.clock.max(now);
+        if now > self.clock {
+            self.clock = now;
+            self.clock_tick = now >> self.refresh_shift;
+        }
         self.clock
     }
 
@@ -573,19 +609,18 @@ impl FlowTable {
     }
 
     fn is_stale(&self, node: &Node) -> bool {
-        self.slot_gen.get(node.slot as usize) != Some(&node.gen)
+        self.slots.get(node.slot as usize).map(|b| b.gen) != Some(node.gen)
     }
 
     fn is_expired(&self, node: &Node, now: u64) -> bool {
-        now.saturating_sub(node.last_seen)
-            > self.timeouts[node.class() as usize].saturating_add(self.refresh_slack)
+        now.saturating_sub(node.last_seen) > self.expiry[node.class() as usize]
     }
 
     fn entry(&self, node: &Node) -> FlowEntry {
         FlowEntry {
             version: VersionRef {
                 slot: node.slot,
-                uid: self.slot_uid.get(node.slot as usize).copied().unwrap_or(0),
+                uid: self.slots.get(node.slot as usize).map_or(0, |b| b.uid),
             },
             backend: node.backend,
             state: node.state,
@@ -698,8 +733,10 @@ impl FlowTable {
 /// for about a third of its instructions on a 37-byte key): each pair of
 /// 64-bit words is mixed with secret keys by a "folded multiply" (the
 /// 128-bit product's halves XORed), and the three lane results are folded
-/// once more. The keys come from ahash's `RandomState`, i.e. the OS's
-/// random source. Unrelated to the fixed `FlowKey::flow_hash`, which picks
+/// once more. (Folding the ports into the final multiply directly saves
+/// one multiply but skews the low bits: see the test
+/// `index_hash_spreads_and_depends_on_every_field`.) The keys come from
+/// ahash's `RandomState`, i.e. the OS's random source. Unrelated to the fixed `FlowKey::flow_hash`, which picks
 /// backends and must be the same everywhere.
 #[derive(Clone, Copy)]
 struct IndexHasher {
@@ -746,6 +783,7 @@ fn halves(a: &[u8; 16]) -> (u64, u64) {
     (x as u64, (x >> 64) as u64)
 }
 
+#[inline(always)]
 fn index_hash(hasher: &IndexHasher, key: &FlowKey) -> u64 {
     hasher.hash(key)
 }

@@ -15,7 +15,7 @@ use crate::dataplane::flow::{hash_3tuple, FlowKey, FlowTable, FlowTimeouts, TcpF
 use crate::dataplane::frame::{FrameBuf, PacketBuf};
 use crate::dataplane::rewrite;
 use crate::dataplane::stats::{DropReason, WorkerStats};
-use crate::snapshot::{Snapshot, VersionEntry, MAX_VERSIONS};
+use crate::snapshot::{Backend, Snapshot, VersionEntry, MAX_VERSIONS};
 use crate::wire::ethernet::{self, EtherType};
 use crate::wire::{ipv4, ipv6, tcp, udp};
 
@@ -312,11 +312,7 @@ impl Pipeline {
             // version's VIPs counts, forwarded or not.
             c.last_packet_ns.set(now);
         }
-        let Some((backend, placed)) = select(&mut self.flows, version, &p, now) else {
-            return Verdict::Drop(DropReason::NoBackend);
-        };
-        let index = usize::from(backend);
-        let Some(backend) = version.backends.get(index) else {
+        let Some((index, backend, placed)) = select(&mut self.flows, version, &p, now) else {
             return Verdict::Drop(DropReason::NoBackend);
         };
         let verdict = match service.forwarding {
@@ -362,20 +358,26 @@ impl Pipeline {
 /// (later fragments carry no ports), others through the flow table and,
 /// for a new flow, Maglev.
 ///
-/// Also returns the flow key when this packet created the flow's entry.
+/// Returns the backend's index and the backend (`None` when the index is
+/// not one of the version's backends), and the flow key when this packet
+/// created the flow's entry.
 #[inline(always)]
-fn select(
+fn select<'v>(
     flows: &mut FlowTable,
-    version: &VersionEntry,
+    version: &'v VersionEntry,
     p: &Parsed,
     now: u64,
-) -> Option<(u16, Option<FlowKey>)> {
+) -> Option<(usize, &'v Backend, Option<FlowKey>)> {
+    let pick = |b: u16, placed: Option<FlowKey>| {
+        let index = usize::from(b);
+        version.backends.get(index).map(|b| (index, b, placed))
+    };
     if p.fragment {
         let k = &p.key;
-        return version
+        let b = version
             .maglev
-            .lookup(hash_3tuple(&k.src, &k.dst, k.protocol))
-            .map(|b| (b, None));
+            .lookup(hash_3tuple(&k.src, &k.dst, k.protocol))?;
+        return pick(b, None);
     }
     let key = &p.key;
     let this = VersionRef {
@@ -387,18 +389,19 @@ fn select(
     // on a closing 5-tuple by itself: those come back as `None` and
     // are placed afresh, like any new flow.
     if let Some(entry) = flows.lookup(key, now, flags) {
-        let healthy = version
-            .backends
-            .get(usize::from(entry.backend))
-            .is_some_and(|b| b.healthy);
-        if entry.version == this && healthy {
-            return Some((entry.backend, None));
+        let index = usize::from(entry.backend);
+        if let Some(b) = version.backends.get(index) {
+            if entry.version == this && b.healthy {
+                return Some((index, b, None));
+            }
         }
         flows.remove(key);
     }
     let backend = version.maglev.lookup(key.flow_hash())?;
     flows.insert(*key, this, backend, now, flags);
-    Some((backend, Some(*key)))
+    // An index beyond the backends (Maglev never gives one) drops the
+    // packet as `no_backend` and keeps the entry.
+    pick(backend, Some(*key))
 }
 
 impl Parsed {
@@ -471,6 +474,10 @@ pub(crate) fn parse(frame: &[u8], p: &mut Parsed) -> Result<(), DropReason> {
 /// Every frame the common case does not cover: VLAN tags, IPv4 options,
 /// fragments, IPv6 and its extension headers, other protocols, and every
 /// malformed frame with its drop reason.
+///
+/// Kept out of line: inlined into the burst loop it only added to the
+/// common case's register pressure.
+#[inline(never)]
 fn parse_general(frame: &[u8], p: &mut Parsed) -> Result<(), DropReason> {
     let eth = ethernet::Frame::new_checked(frame).map_err(|_| DropReason::Malformed)?;
     p.l3 = eth.header_len();

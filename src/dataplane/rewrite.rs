@@ -175,10 +175,9 @@ pub(crate) fn ipip_template<B: FrameBuf>(
         IpProtocol::Ipv4
     };
     let too_big = Some(Verdict::Drop(DropReason::TooBig));
-    if !pkt.set_len(l2 + p.ip_len) || !pkt.prepend(hdr_len) {
+    let Some(frame) = pkt.set_len_prepend(l2 + p.ip_len, hdr_len) else {
         return too_big;
-    }
-    let frame = pkt.bytes_mut();
+    };
     if l2 == ethernet::HEADER_LEN {
         return Some(
             untagged(frame, p.ip_len, inner_proto, t).unwrap_or(Verdict::Drop(DropReason::TooBig)),
