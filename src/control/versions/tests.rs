@@ -77,6 +77,37 @@ pub(super) fn silent(_: u32, _: u64) -> DrainObservation {
     DrainObservation::default()
 }
 
+/// Every version of `s` as comparable values: two snapshots with equal
+/// dumps forward alike.
+#[allow(clippy::type_complexity)]
+pub(super) fn dump(
+    s: &Snapshot,
+) -> Vec<(
+    u32,
+    u64,
+    u32,
+    u32,
+    VersionState,
+    Vec<IpAddr>,
+    Vec<Backend>,
+    Vec<u16>,
+)> {
+    s.versions()
+        .map(|v| {
+            (
+                v.slot,
+                v.uid,
+                v.service,
+                v.id,
+                v.state,
+                v.vips.clone(),
+                v.backends.clone(),
+                v.maglev.entries().to_vec(),
+            )
+        })
+        .collect()
+}
+
 pub(super) fn states(m: &VersionManager, service: &str) -> Vec<(u32, VersionState)> {
     m.services()
         .into_iter()
@@ -625,11 +656,6 @@ fn derived_snapshot_rebuilds_only_the_changed_versions_and_stages_new_ones() {
         .unwrap();
     let full = m.snapshot(2).unwrap();
     // Same content as a full build.
-    let dump = |s: &crate::snapshot::Snapshot| {
-        s.versions()
-            .map(|v| (v.slot, v.uid, v.state, v.vips.clone(), v.backends.clone()))
-            .collect::<Vec<_>>()
-    };
     assert_eq!(dump(&fin), dump(&full));
     // api untouched: shared; web v1 (now draining) and v2 rebuilt.
     assert!(fin.shares_version(&s1, api_slot));
@@ -696,20 +722,6 @@ fn settled_derivation_matches_a_full_one() {
     type Step = Box<dyn Fn(&mut VersionManager)>;
     let mut m = manager();
     let hop = |_: Forwarding, _: IpAddr| None;
-    let dump = |s: &Snapshot| {
-        s.versions()
-            .map(|v| {
-                (
-                    v.slot,
-                    v.uid,
-                    v.service,
-                    v.state,
-                    v.vips.clone(),
-                    v.backends.clone(),
-                )
-            })
-            .collect::<Vec<_>>()
-    };
     // The backends active by then, and another drain_grace.
     let reload = cfg(&BASE
         .replace(r#"["10.0.1.11", "10.0.1.12"]"#, r#"["10.0.1.14"]"#)

@@ -3,7 +3,7 @@
 
 use std::fs;
 
-use super::tests::{cfg, ip, ips, manager, silent, t, BASE};
+use super::tests::{cfg, dump, ip, ips, manager, silent, t, BASE};
 use super::*;
 use crate::control::state;
 
@@ -32,22 +32,7 @@ fn state_file_round_trip_restores_everything() {
     // The restored snapshot matches slot for slot, uid for uid.
     let a = m.snapshot(1).unwrap();
     let b = r.snapshot(1).unwrap();
-    let key = |s: &crate::snapshot::Snapshot| {
-        s.versions()
-            .map(|v| {
-                (
-                    v.slot,
-                    v.uid,
-                    v.id,
-                    v.state,
-                    v.vips.clone(),
-                    v.backends.clone(),
-                    v.maglev.entries().to_vec(),
-                )
-            })
-            .collect::<Vec<_>>()
-    };
-    assert_eq!(key(&a), key(&b));
+    assert_eq!(dump(&a), dump(&b));
 }
 
 #[test]
