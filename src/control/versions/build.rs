@@ -119,12 +119,6 @@ pub(super) fn derived(
     Ok(b.finish())
 }
 
-/// True when the parent's entry `p` is what `v` would be built into. With
-/// `resolve`, the next hops are compared too; without, the parent's are
-/// taken as current (the control plane's tick keeps published next hops up
-/// to date with the kernel, so only a change of configuration needs the
-/// per-backend lookups, which cost more than the rest of a rollout with
-/// ten thousand backends).
 /// `derived` for a parent built from this manager's state at its last
 /// settle (see `VersionManager::settle`): only the services in `touched`
 /// are visited, every other version is the parent's. Falls back to
@@ -214,6 +208,12 @@ fn place_service(
     Ok(())
 }
 
+/// True when the parent's entry `p` is what `v` would be built into. With
+/// `resolve`, the next hops are compared too; without, the parent's are
+/// taken as current (the control plane's tick keeps published next hops up
+/// to date with the kernel, so only a change of configuration needs the
+/// per-backend lookups, which cost more than the rest of a rollout with
+/// ten thousand backends).
 fn same_version(
     p: &VersionEntry,
     v: &Version,

@@ -40,7 +40,9 @@ pub(super) const EMPTY: u16 = u16::MAX;
 /// The walks switch to ranked free slots when `free × backends` is at most
 /// `M / RANK_SHARE`: the rankings then hold at most `M / 16` entries (32 KiB
 /// for the default size), and their sort costs less than the walks saved.
-/// The value was chosen with `cargo bench --bench maglev -- maglev_build`.
+/// Chosen by timing builds (best of 400, M = 65537, 10 backends) with the
+/// switch at 100–1 600 free slots: 0.51 ms at 100–400 (16 gives 409),
+/// 0.55 ms without the ranking, 0.74 ms at 1 600.
 const RANK_SHARE: usize = 16;
 
 /// The filled table of `m` slots (a prime) for `cursors`, at least one and
