@@ -59,6 +59,14 @@ backends = ["10.0.1.11", "10.0.1.12"]
     }
 }
 
+/// A control plane over `config(dir)`, and its state file's path.
+fn start(dir: &Path) -> (ControlPlane, std::path::PathBuf) {
+    let (cfg, state) = config(dir);
+    let plane = ControlPlane::start(cfg, &dir.join("cutover.toml"), Vec::new(), Instant::now())
+        .unwrap_or_else(|e| panic!("start: {e}"));
+    (plane, state)
+}
+
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap_or_else(|e| panic!("{s}: {e}"))
 }
@@ -112,14 +120,7 @@ fn watch(plane: &ControlPlane, state: &Path) -> Arc<Mutex<Vec<Seen>>> {
 #[test]
 fn rollout_reaches_the_data_plane_before_the_state_file_and_dns_after_it() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
-    let (cfg, state) = config(dir.path());
-    let plane = ControlPlane::start(
-        cfg,
-        &dir.path().join("cutover.toml"),
-        Vec::new(),
-        Instant::now(),
-    )
-    .unwrap_or_else(|e| panic!("start: {e}"));
+    let (plane, state) = start(dir.path());
     let seen = watch(&plane, &state);
     let v2 = plane
         .rollout("web", &[ip("10.0.1.11"), ip("10.0.1.13")])
@@ -156,14 +157,7 @@ fn rollout_reaches_the_data_plane_before_the_state_file_and_dns_after_it() {
 #[test]
 fn rollback_publishes_once_after_the_write() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
-    let (cfg, state) = config(dir.path());
-    let plane = ControlPlane::start(
-        cfg,
-        &dir.path().join("cutover.toml"),
-        Vec::new(),
-        Instant::now(),
-    )
-    .unwrap_or_else(|e| panic!("start: {e}"));
+    let (plane, state) = start(dir.path());
     plane
         .rollout("web", &[ip("10.0.1.11"), ip("10.0.1.13")])
         .unwrap_or_else(|e| panic!("rollout: {e}"));
