@@ -5,6 +5,7 @@
 
 pub mod flow;
 pub mod frame;
+pub mod hugepages;
 pub mod maglev;
 pub mod pipeline;
 pub mod rewrite;
