@@ -17,8 +17,10 @@ use crate::control::config::{Forwarding, PortSpec, Protocol};
 use crate::dataplane::maglev::MaglevTable;
 use crate::dataplane::rewrite::EncapTemplate;
 
+mod chunked;
 mod vip_index;
 
+use chunked::Chunked;
 use vip_index::VipIndex;
 
 /// Upper bound on live versions: per-worker counters are preallocated for
@@ -136,8 +138,10 @@ pub struct Snapshot {
     pub settings: DataplaneSettings,
     /// Shared with the previous snapshot while no service changed.
     pub services: Arc<Vec<ServiceEntry>>,
-    /// Indexed by slot; `None` for a free slot.
-    versions: Vec<Option<Arc<LiveVersion>>>,
+    /// Indexed by slot; `None` for a free slot. Chunked, like `vips`, so
+    /// that a derived snapshot shares the parts of both that it did not
+    /// change (see `chunked`).
+    versions: Chunked<Option<Arc<LiveVersion>>>,
     /// VIP (as [`vip_key`]) → slot of the version holding it. One VIP
     /// belongs to one version (the pools guarantee it), so the port is
     /// checked after the lookup.
@@ -304,7 +308,7 @@ impl Snapshot {
             generation: 0,
             settings,
             services: Arc::new(Vec::new()),
-            versions: Vec::new(),
+            versions: Chunked::filled(0, None),
             vips: VipIndex::with_capacity(0),
             owners: Vec::new(),
             delta: None,
@@ -372,7 +376,7 @@ pub struct SnapshotBuilder<'p> {
     generation: u64,
     settings: DataplaneSettings,
     services: Arc<Vec<ServiceEntry>>,
-    versions: Vec<Option<Arc<LiveVersion>>>,
+    versions: Chunked<Option<Arc<LiveVersion>>>,
     vips: VipIndex,
     owners: Vec<u32>,
     changed: Vec<u32>,
@@ -391,7 +395,7 @@ impl<'p> SnapshotBuilder<'p> {
             generation,
             settings,
             services,
-            versions: Vec::with_capacity(slots),
+            versions: Chunked::filled(0, None),
             vips: VipIndex::with_capacity(vips),
             owners: Vec::with_capacity(slots),
             changed: Vec::new(),
@@ -460,14 +464,14 @@ impl<'p> SnapshotBuilder<'p> {
         if !shared {
             self.changed.push(v.slot);
         }
-        if self.versions.len() <= idx {
-            self.versions.resize(idx + 1, None);
-        }
+        self.versions.grow_to(idx + 1);
         if self.owners.len() <= idx {
             self.owners.resize(idx + 1, NO_OWNER);
         }
         self.owners[idx] = v.service;
-        self.versions[idx] = Some(live);
+        if let Some(entry) = self.versions.get_mut(idx) {
+            *entry = Some(live);
+        }
         Ok(())
     }
 
@@ -582,6 +586,54 @@ mod tests {
             }
         }
         assert!(Arc::ptr_eq(&child.services, &parent.services));
+    }
+
+    /// A rollout of one service out of a thousand leaves the derived
+    /// snapshot sharing all but the touched chunks of the slot table and
+    /// the VIP index with its parent: what keeps a worker's cache warm
+    /// across a publish (see `chunked`).
+    #[test]
+    fn replacing_one_service_shares_the_other_chunks() {
+        let parent = testkit::snapshot(1000, 3, Forwarding::Ipip, 13).unwrap();
+        let old = parent
+            .versions()
+            .find(|v| v.service == 500)
+            .unwrap()
+            .clone();
+        let mut b = parent.derive_replacing(
+            2,
+            parent.settings.clone(),
+            Arc::clone(&parent.services),
+            &[500],
+        );
+        let mut new = old.clone();
+        new.uid += 1_000_000;
+        b.add(new).unwrap();
+        let child = b.finish();
+
+        let slot_chunks = parent.slot_count().div_ceil(chunked::CHUNK);
+        assert!(slot_chunks >= 16);
+        assert_eq!(
+            child.versions.shared_chunks(&parent.versions),
+            slot_chunks - 1
+        );
+        let vip_chunks = parent.vips.chunks();
+        assert!(vip_chunks >= 16);
+        assert!(
+            child.vips.shared_chunks(&parent.vips) >= vip_chunks - 2,
+            "{} of {vip_chunks} VIP index chunks shared",
+            child.vips.shared_chunks(&parent.vips)
+        );
+        assert_eq!(
+            child.version(old.slot).map(|v| v.uid),
+            Some(old.uid + 1_000_000)
+        );
+        assert_eq!(parent.version(old.slot).map(|v| v.uid), Some(old.uid));
+        for v in parent.versions() {
+            for vip in &v.vips {
+                assert_eq!(child.version_for_vip(vip).map(|x| x.slot), Some(v.slot));
+            }
+        }
     }
 
     #[test]

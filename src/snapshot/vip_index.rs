@@ -11,10 +11,13 @@
 //! backward shift, so no tombstones slow later lookups); a published
 //! snapshot's index never changes. A snapshot derived from another starts
 //! from a copy of its parent's index, so a publish costs a copy of the
-//! array plus the changed VIPs, not a rebuild.
+//! array's chunk pointers plus the chunks of the changed VIPs, not a
+//! rebuild (`super::chunked`).
 //!
 //! Keys are inserted only by the control plane, so there is no collision
 //! attack to resist and no reason for a keyed hash.
+
+use super::chunked::Chunked;
 
 /// Marks an empty entry: version slots are below `MAX_VERSIONS`.
 const EMPTY: u32 = u32::MAX;
@@ -39,8 +42,9 @@ const VACANT: Entry = Entry {
 #[derive(Debug, Clone)]
 pub(super) struct VipIndex {
     /// A power of two long, never more than half full, so every probe
-    /// sequence ends at an empty entry.
-    entries: Box<[Entry]>,
+    /// sequence ends at an empty entry. Chunked, so that a derived
+    /// snapshot's index shares the chunks its changes did not touch.
+    entries: Chunked<Entry>,
     /// `64 - log2(entries.len())`: the hash's top bits pick the start.
     shift: u32,
     len: usize,
@@ -58,7 +62,7 @@ impl VipIndex {
         // At least twice the keys, and at least 2 entries.
         let size = n.saturating_mul(2).max(2).next_power_of_two();
         VipIndex {
-            entries: vec![VACANT; size].into_boxed_slice(),
+            entries: Chunked::filled(size, VACANT),
             shift: 64 - size.trailing_zeros(),
             len: 0,
         }
@@ -95,9 +99,9 @@ impl VipIndex {
         // Bounded: the table is at most half full, so an empty entry
         // comes long before the end.
         for _ in 0..self.entries.len() {
-            let e = self.entries.get_mut(i)?;
+            let e = *self.entries.get(i)?;
             if e.slot == EMPTY {
-                *e = Entry { hi, lo, slot };
+                *self.entries.get_mut(i)? = Entry { hi, lo, slot };
                 self.len += 1;
                 return None;
             }
@@ -133,7 +137,7 @@ impl VipIndex {
         let mut j = i;
         for _ in 0..self.entries.len() {
             j = (j + 1) & mask;
-            let e = self.entries[j];
+            let e = *self.entries.get(j)?;
             if e.slot == EMPTY {
                 break;
             }
@@ -146,11 +150,11 @@ impl VipIndex {
                 hole < start || start <= j
             };
             if !stays {
-                self.entries[hole] = e;
+                *self.entries.get_mut(hole)? = e;
                 hole = j;
             }
         }
-        self.entries[hole] = VACANT;
+        *self.entries.get_mut(hole)? = VACANT;
         self.len -= 1;
         Some(slot)
     }
@@ -161,6 +165,17 @@ impl VipIndex {
         for e in old.entries.iter().filter(|e| e.slot != EMPTY) {
             self.insert((u128::from(e.hi) << 64) | u128::from(e.lo), e.slot);
         }
+    }
+
+    /// Chunks of the table, and how many of them `other` shares.
+    #[cfg(test)]
+    pub(super) fn chunks(&self) -> usize {
+        self.entries.len().div_ceil(super::chunked::CHUNK)
+    }
+
+    #[cfg(test)]
+    pub(super) fn shared_chunks(&self, other: &VipIndex) -> usize {
+        self.entries.shared_chunks(&other.entries)
     }
 
     /// The slot of the version holding `key`, if any.
