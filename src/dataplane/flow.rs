@@ -20,6 +20,8 @@
 use ahash::RandomState;
 use hashbrown::HashTable;
 
+use super::hugepages::HugePages;
+
 mod key;
 
 pub use key::{hash_3tuple, FlowKey};
@@ -162,6 +164,21 @@ enum Class {
 
 const CLASSES: [Class; 3] = [Class::Tcp, Class::Closing, Class::Other];
 
+/// Where a flow's entry was found by [`FlowTable::locate`]: a node index,
+/// or nowhere. Only a hint: [`FlowTable::lookup_located`] checks it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Located(u32);
+
+impl Located {
+    /// Not found (or not located at all).
+    pub const NOWHERE: Located = Located(NIL);
+}
+
+/// The `protocol` of a node on the free list. A live entry may have
+/// protocol 0 too (the pipeline never stores one): `lookup_located` then
+/// ignores where it was located and probes the index.
+const FREE_PROTOCOL: u8 = 0;
+
 /// One flow's storage: the key (flattened, so no padding), the entry, and
 /// the links of its LRU list (or of the free list). Exactly one cache line.
 #[derive(Clone, Copy)]
@@ -251,11 +268,14 @@ struct List {
 /// the index must not be predictable); it reserves twice the capacity so
 /// that deletions can always be cleaned up in place and it never grows.
 /// Nodes live in a slab of 64-byte lines, linked into three LRU lists (one
-/// per timeout class) or the free list.
+/// per timeout class) or the free list. Both are in transparent huge pages
+/// where the kernel has them ([`HugePages`]): sized for the configured
+/// maximum, they are far larger than the flows they hold, and in small
+/// pages each lookup missed the TLB.
 pub struct FlowTable {
-    index: HashTable<u32>,
+    index: HashTable<u32, HugePages>,
     hasher: IndexHasher,
-    nodes: Box<[Node]>,
+    nodes: allocator_api2::boxed::Box<[Node], HugePages>,
     free: u32,
     lists: [List; 3],
     /// Idle timeout per `Class` plus the refresh slack, `2^refresh_shift -
@@ -321,7 +341,9 @@ impl FlowTable {
     ) -> Self {
         let refresh_shift = refresh_shift.min(40);
         let capacity = capacity.min(MAX_CAPACITY);
-        let mut nodes = vec![Node::FREE; capacity].into_boxed_slice();
+        let mut nodes = allocator_api2::vec::Vec::with_capacity_in(capacity, HugePages);
+        nodes.resize(capacity, Node::FREE);
+        let mut nodes = nodes.into_boxed_slice();
         // Free list in index order: node i links to i + 1; the last to NIL.
         for (node, next) in nodes.iter_mut().zip(1u32..) {
             node.next = next;
@@ -338,7 +360,7 @@ impl FlowTable {
         timeout[Class::Closing as usize] = timeouts.tcp_closing_ns;
         timeout[Class::Other as usize] = timeouts.udp_idle_ns;
         FlowTable {
-            index: HashTable::with_capacity(capacity.saturating_mul(2)),
+            index: HashTable::with_capacity_in(capacity.saturating_mul(2), HugePages),
             hasher: IndexHasher::random(),
             free: if capacity == 0 { NIL } else { 0 },
             nodes,
@@ -409,8 +431,45 @@ impl FlowTable {
     /// in the last three cases and the caller selects a backend afresh.
     #[inline]
     pub fn lookup(&mut self, key: &FlowKey, now: u64, flags: TcpFlags) -> Option<FlowEntry> {
+        self.lookup_located(key, Located::NOWHERE, now, flags)
+    }
+
+    /// Where `key`'s entry is now, read without changing anything: the
+    /// first half of a lookup, for a caller that locates a whole burst's
+    /// flows before it looks any of them up (see
+    /// [`FlowTable::lookup_located`]).
+    #[inline]
+    pub fn locate(&self, key: &FlowKey) -> Located {
+        Located(
+            self.find(self.index_hash(key), key)
+                .unwrap_or(Located::NOWHERE.0),
+        )
+    }
+
+    /// [`FlowTable::lookup`], starting from where [`FlowTable::locate`]
+    /// found the key earlier. The table may have changed since (an entry
+    /// removed, its node reused): the node is used only if it is still in
+    /// use and holds `key`, which makes it the key's entry, as a key has
+    /// one; otherwise the index is probed again.
+    ///
+    /// Why: in a loop that looks up one flow after another, each lookup
+    /// waits for its index group, its index slot and its node to come from
+    /// memory in turn, and with thousands of flows none of them is in L1.
+    /// Locating every flow of a burst first issues those reads back to back,
+    /// so that they overlap, and the lookups then find them in cache.
+    #[inline]
+    pub fn lookup_located(
+        &mut self,
+        key: &FlowKey,
+        at: Located,
+        now: u64,
+        flags: TcpFlags,
+    ) -> Option<FlowEntry> {
         let now = self.tick(now);
-        let idx = self.find(self.index_hash(key), key)?;
+        let idx = match self.nodes.get(at.0 as usize) {
+            Some(n) if n.protocol != FREE_PROTOCOL && n.matches(key) => at.0,
+            _ => self.find(self.index_hash(key), key)?,
+        };
         let i = idx as usize;
         let node = self.nodes.get(i)?;
         // The common hit first: a live entry refreshed within this tick,
@@ -668,7 +727,10 @@ impl FlowTable {
         }
         self.unlink(idx, class);
         self.uncount(idx);
-        self.nodes[idx as usize].next = self.free;
+        let node = &mut self.nodes[idx as usize];
+        node.next = self.free;
+        // Marks it free for `lookup_located`.
+        node.protocol = FREE_PROTOCOL;
         self.free = idx;
         self.len = self.len.saturating_sub(1);
     }

@@ -11,7 +11,9 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::control::config::{Forwarding, Protocol};
-use crate::dataplane::flow::{hash_3tuple, FlowKey, FlowTable, FlowTimeouts, TcpFlags, VersionRef};
+use crate::dataplane::flow::{
+    hash_3tuple, FlowKey, FlowTable, FlowTimeouts, Located, TcpFlags, VersionRef,
+};
 use crate::dataplane::frame::{FrameBuf, PacketBuf};
 use crate::dataplane::rewrite;
 use crate::dataplane::stats::{DropReason, WorkerStats};
@@ -60,6 +62,10 @@ const FLOW_GAUGE_PERIOD_NS: u64 = 100_000_000;
 /// mostly only read the table.
 const FLOW_REFRESH_SHIFT: u32 = 20;
 
+/// Packets parsed and located together before any is handled (see
+/// `Pipeline::process`): a burst, or a part of a longer one.
+const STAGE: usize = 32;
+
 /// Expired flow entries removed per burst at most: bounded work per poll.
 const EXPIRE_BUDGET: usize = 64;
 
@@ -92,6 +98,7 @@ pub struct Pipeline {
 ///
 /// Filled in place by [`parse`] (a caller-owned value rather than a
 /// returned one, so the fast path does not move it through `Result`s).
+#[derive(Clone, Copy)]
 pub(crate) struct Parsed {
     /// Offset of the IP header (= length of the Ethernet header).
     pub(crate) l3: usize,
@@ -166,17 +173,43 @@ impl Pipeline {
         }
         let n = pkts.len().min(verdicts.len());
         self.stats.rx_packets.add(n as u64);
-        for (pkt, verdict) in pkts.iter_mut().zip(verdicts.iter_mut()) {
-            let v = self.handle(snap, now, pkt);
-            match v {
-                Verdict::Forward => {}
-                Verdict::Reply => {
-                    self.stats.icmp_sent.add(1);
-                    self.stats.drop_packet(DropReason::TooBig);
+        for (pkts, verdicts) in pkts[..n].chunks_mut(STAGE).zip(verdicts.chunks_mut(STAGE)) {
+            // Parse every packet and locate its flow first, then handle
+            // them: see `FlowTable::lookup_located` for why.
+            let mut parsed = [Parsed::EMPTY; STAGE];
+            let mut outcome = [Ok(()); STAGE];
+            let mut located = [Located::NOWHERE; STAGE];
+            for (((pkt, p), ok), at) in pkts
+                .iter()
+                .zip(&mut parsed)
+                .zip(&mut outcome)
+                .zip(&mut located)
+            {
+                *ok = parse(pkt.bytes(), p);
+                if ok.is_ok() && !p.fragment && matches!(p.key.protocol, TCP | UDP) {
+                    *at = self.flows.locate(&p.key);
                 }
-                Verdict::Drop(r) => self.stats.drop_packet(r),
             }
-            *verdict = v;
+            for (((pkt, verdict), (p, ok)), at) in pkts
+                .iter_mut()
+                .zip(verdicts.iter_mut())
+                .zip(parsed.iter().zip(outcome))
+                .zip(located)
+            {
+                let v = match ok {
+                    Ok(()) => self.handle(snap, now, pkt, p, at),
+                    Err(r) => Verdict::Drop(r),
+                };
+                match v {
+                    Verdict::Forward => {}
+                    Verdict::Reply => {
+                        self.stats.icmp_sent.add(1);
+                        self.stats.drop_packet(DropReason::TooBig);
+                    }
+                    Verdict::Drop(r) => self.stats.drop_packet(r),
+                }
+                *verdict = v;
+            }
         }
         self.flows.expire(now, EXPIRE_BUDGET);
         self.gauge_step(snap, now);
@@ -280,12 +313,17 @@ impl Pipeline {
         }
     }
 
-    fn handle<B: FrameBuf>(&mut self, snap: &Snapshot, now: u64, pkt: &mut B) -> Verdict {
+    /// One parsed packet (`p`, its flow located `at`) from the service
+    /// lookup on.
+    fn handle<B: FrameBuf>(
+        &mut self,
+        snap: &Snapshot,
+        now: u64,
+        pkt: &mut B,
+        p: &Parsed,
+        at: Located,
+    ) -> Verdict {
         let frame_len = pkt.bytes().len();
-        let mut p = Parsed::EMPTY;
-        if let Err(r) = parse(pkt.bytes(), &mut p) {
-            return Verdict::Drop(r);
-        }
         let Some((version, encap)) = snap.version_and_encap(u128::from_be_bytes(p.key.dst)) else {
             return Verdict::Drop(DropReason::NoService);
         };
@@ -312,7 +350,7 @@ impl Pipeline {
             // version's VIPs counts, forwarded or not.
             c.last_packet_ns.set(now);
         }
-        let Some((index, backend, placed)) = select(&mut self.flows, version, &p, now) else {
+        let Some((index, backend, placed)) = select(&mut self.flows, version, p, at, now) else {
             return Verdict::Drop(DropReason::NoBackend);
         };
         let verdict = match service.forwarding {
@@ -321,7 +359,7 @@ impl Pipeline {
                 let fast = encap
                     .get(index)
                     .and_then(Option::as_ref)
-                    .and_then(|t| rewrite::ipip_template(pkt, &p, t, &snap.settings));
+                    .and_then(|t| rewrite::ipip_template(pkt, p, t, &snap.settings));
                 match fast {
                     Some(verdict) => verdict,
                     None => {
@@ -331,7 +369,7 @@ impl Pipeline {
                             extra: &mut self.extra,
                             frag_ident: &mut self.frag_ident,
                         };
-                        rewrite::ipip(pkt, &p, backend, ctx)
+                        rewrite::ipip(pkt, p, backend, ctx)
                     }
                 }
             }
@@ -366,6 +404,7 @@ fn select<'v>(
     flows: &mut FlowTable,
     version: &'v VersionEntry,
     p: &Parsed,
+    at: Located,
     now: u64,
 ) -> Option<(usize, &'v Backend, Option<FlowKey>)> {
     let pick = |b: u16, placed: Option<FlowKey>| {
@@ -388,7 +427,7 @@ fn select<'v>(
     // The flow table forgets expired and stale entries and a bare SYN
     // on a closing 5-tuple by itself: those come back as `None` and
     // are placed afresh, like any new flow.
-    if let Some(entry) = flows.lookup(key, now, flags) {
+    if let Some(entry) = flows.lookup_located(key, at, now, flags) {
         let index = usize::from(entry.backend);
         if let Some(b) = version.backends.get(index) {
             if entry.version == this && b.healthy {

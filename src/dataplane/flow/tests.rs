@@ -659,3 +659,52 @@ fn index_hash_spreads_and_depends_on_every_field() {
         assert!((400..=600).contains(&c), "{tag:?}");
     }
 }
+
+/// A located node that changed before the lookup is not trusted: removed
+/// (even with its key bytes left in it), or reused by another flow, the
+/// lookup probes the index and gives what `lookup` gives.
+#[test]
+fn lookups_from_a_stale_location_probe_again() {
+    let v = VersionRef { slot: 1, uid: 9 };
+    let mut t = FlowTable::new(1, 4, T);
+    t.insert(tcp(1), v, 3, 10, TcpFlags::SYN);
+    let at = t.locate(&tcp(1));
+    assert_ne!(at, Located::NOWHERE);
+    assert_eq!(t.locate(&tcp(2)), Located::NOWHERE);
+    // Where it was located: a hit.
+    let hit = t.lookup_located(&tcp(1), at, 11, TcpFlags::ACK).unwrap();
+    assert_eq!(hit.backend, 3);
+
+    // Removed since: a miss, although the freed node still holds its bytes.
+    t.remove(&tcp(1));
+    assert_eq!(t.lookup_located(&tcp(1), at, 12, TcpFlags::ACK), None);
+
+    // The one node reused by another flow (the table holds one entry).
+    t.insert(tcp(2), v, 4, 13, TcpFlags::SYN);
+    assert_eq!(t.locate(&tcp(2)), at, "same node");
+    assert_eq!(t.lookup_located(&tcp(1), at, 14, TcpFlags::ACK), None);
+    let other = t.lookup_located(&tcp(2), at, 14, TcpFlags::ACK).unwrap();
+    assert_eq!(other.backend, 4);
+
+    // A location from nowhere, or out of range, is only a probe.
+    assert_eq!(
+        t.lookup_located(&tcp(2), Located::NOWHERE, 15, TcpFlags::ACK)
+            .map(|e| e.backend),
+        Some(4)
+    );
+    assert_eq!(t.lookup_located(&tcp(3), at, 15, TcpFlags::ACK), None);
+
+    // Protocol 0 is what marks a free node: a freed entry of a key with
+    // protocol 0 still matches its bytes, and must not be found.
+    let raw = FlowKey::v4([10, 0, 0, 1], [203, 0, 113, 7], 0, 0, 0);
+    let mut t = FlowTable::new(2, 4, T);
+    t.insert(raw, v, 5, 10, TcpFlags::default());
+    let at = t.locate(&raw);
+    assert_eq!(
+        t.lookup_located(&raw, at, 11, TcpFlags::default())
+            .map(|e| e.backend),
+        Some(5)
+    );
+    t.remove(&raw);
+    assert_eq!(t.lookup_located(&raw, at, 12, TcpFlags::default()), None);
+}
