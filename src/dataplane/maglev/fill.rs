@@ -30,9 +30,14 @@
 //! 10 backends, this host): lockstep rounds to 30 % free 0.17 ms, walks to
 //! 409 free 0.20 ms, ranked tail 0.035 ms (0.075 ms with `%` and
 //! `sort_unstable`). The walks of the dense middle still mispredict once
-//! per claim; running them in lockstep too, or with eight slots per step
-//! from one AVX2 gather, was slower there, and one AVX-512 vector of 16
-//! lanes was slower than two AVX2 vectors for the lockstep rounds.
+//! per claim, and their cost is that branch and the instructions per slot,
+//! not the L2 reads: walking an L1-resident bitmap of taken slots instead
+//! of the entries was slower (0.24 ms instead of 0.20 for that stage).
+//! Also slower: the lockstep rounds further down, eight slots per step
+//! (scalar, or from one AVX2 gather), lockstep over several rounds at once
+//! (fewer idle lanes, but more bookkeeping), rounds of 8 lanes, and one
+//! AVX-512 vector of 16 lanes instead of two AVX2 vectors (Zen 4 gathers
+//! 16 lanes slower than 2 × 8).
 //!
 //! `tests::matches_the_papers_loop` compares with the one-slot loop on
 //! many tables; `maglev::tests::golden_hashes_and_table` pins the result.
