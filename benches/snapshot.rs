@@ -558,13 +558,14 @@ fn report(results: &[RunResult]) {
     }
     println!();
     println!(
-        "{:<46} {:>6} {:>7} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
+        "{:<46} {:>6} {:>7} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
         "run",
         "pubs",
         "seen",
         "call med",
         "call max",
         "1st med",
+        "1st p99",
         "1st max",
         "vis med",
         "vis p99",
@@ -578,13 +579,14 @@ fn report(results: &[RunResult]) {
         let mut vis = r.visibility.clone();
         vis.sort_unstable();
         println!(
-            "{:<46} {:>6} {:>7} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
+            "{:<46} {:>6} {:>7} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
             r.label,
             r.publishes,
             vis.len(),
             us(pct(&calls, 0.5)),
             us(calls.last().copied().unwrap_or(0)),
             us(pct(&first, 0.5)),
+            us(pct(&first, 0.99)),
             us(first.last().copied().unwrap_or(0)),
             us(pct(&vis, 0.5)),
             us(pct(&vis, 0.99)),

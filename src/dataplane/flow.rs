@@ -164,14 +164,23 @@ enum Class {
 
 const CLASSES: [Class; 3] = [Class::Tcp, Class::Closing, Class::Other];
 
-/// Where a flow's entry was found by [`FlowTable::locate`]: a node index,
-/// or nowhere. Only a hint: [`FlowTable::lookup_located`] checks it.
+/// Where a flow's entry was found by [`FlowTable::locate`] (a node index,
+/// or nowhere), and when: the table's count of entries added and removed
+/// at the time. Only a hint, for the table that made it:
+/// [`FlowTable::lookup_located`] trusts it as it is when that count has not
+/// moved since, and checks it otherwise.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Located(u32);
+pub struct Located {
+    node: u32,
+    changes: u64,
+}
 
 impl Located {
-    /// Not found (or not located at all).
-    pub const NOWHERE: Located = Located(NIL);
+    /// Not located at all: the lookup probes the index.
+    pub const NOWHERE: Located = Located {
+        node: NIL,
+        changes: u64::MAX,
+    };
 }
 
 /// The `protocol` of a node on the free list. A live entry may have
@@ -294,6 +303,9 @@ pub struct FlowTable {
     /// `clock >> refresh_shift`, kept with it: the tick a hit compares with.
     clock_tick: u64,
     evictions: u64,
+    /// Entries added and removed so far: what tells `lookup_located` that
+    /// a location is still exact.
+    changes: u64,
     /// Active flows per version slot (entries of the slot's current uid).
     counts: Box<[u32]>,
     /// Per version slot: the bound uid and its generation, side by side
@@ -371,6 +383,7 @@ impl FlowTable {
             clock: 0,
             clock_tick: 0,
             evictions: 0,
+            changes: 0,
             counts: vec![0; max_versions].into_boxed_slice(),
             slots: vec![SlotBinding::default(); max_versions].into_boxed_slice(),
         }
@@ -440,17 +453,18 @@ impl FlowTable {
     /// [`FlowTable::lookup_located`]).
     #[inline]
     pub fn locate(&self, key: &FlowKey) -> Located {
-        Located(
-            self.find(self.index_hash(key), key)
-                .unwrap_or(Located::NOWHERE.0),
-        )
+        Located {
+            node: self.find(self.index_hash(key), key).unwrap_or(NIL),
+            changes: self.changes,
+        }
     }
 
     /// [`FlowTable::lookup`], starting from where [`FlowTable::locate`]
-    /// found the key earlier. The table may have changed since (an entry
-    /// removed, its node reused): the node is used only if it is still in
-    /// use and holds `key`, which makes it the key's entry, as a key has
-    /// one; otherwise the index is probed again.
+    /// found the key earlier. When no entry was added or removed since,
+    /// that answer stands, found or not. Otherwise (an entry removed, its
+    /// node reused) the node is used only if it is still in use and holds
+    /// `key`, which makes it the key's entry, as a key has one; else the
+    /// index is probed again.
     ///
     /// Why: in a loop that looks up one flow after another, each lookup
     /// waits for its index group, its index slot and its node to come from
@@ -466,9 +480,13 @@ impl FlowTable {
         flags: TcpFlags,
     ) -> Option<FlowEntry> {
         let now = self.tick(now);
-        let idx = match self.nodes.get(at.0 as usize) {
-            Some(n) if n.protocol != FREE_PROTOCOL && n.matches(key) => at.0,
-            _ => self.find(self.index_hash(key), key)?,
+        let idx = if at.changes == self.changes {
+            (at.node != NIL).then_some(at.node)?
+        } else {
+            match self.nodes.get(at.node as usize) {
+                Some(n) if n.protocol != FREE_PROTOCOL && n.matches(key) => at.node,
+                _ => self.find(self.index_hash(key), key)?,
+            }
         };
         let i = idx as usize;
         let node = self.nodes.get(i)?;
@@ -583,6 +601,7 @@ impl FlowTable {
                         .get(i as usize)
                         .map_or(0, |n| index_hash(hasher, &n.key()))
                 });
+                self.changes = self.changes.wrapping_add(1);
                 self.len = self.len.saturating_add(1);
                 idx
             }
@@ -731,6 +750,7 @@ impl FlowTable {
         node.next = self.free;
         // Marks it free for `lookup_located`.
         node.protocol = FREE_PROTOCOL;
+        self.changes = self.changes.wrapping_add(1);
         self.free = idx;
         self.len = self.len.saturating_sub(1);
     }

@@ -660,17 +660,19 @@ fn index_hash_spreads_and_depends_on_every_field() {
     }
 }
 
-/// A located node that changed before the lookup is not trusted: removed
-/// (even with its key bytes left in it), or reused by another flow, the
-/// lookup probes the index and gives what `lookup` gives.
+/// A location taken before the table changed is not trusted: a node
+/// removed (even with its key bytes left in it) or reused by another flow,
+/// or a key absent then and added since; the lookup gives what `lookup`
+/// gives.
 #[test]
 fn lookups_from_a_stale_location_probe_again() {
     let v = VersionRef { slot: 1, uid: 9 };
     let mut t = FlowTable::new(1, 4, T);
     t.insert(tcp(1), v, 3, 10, TcpFlags::SYN);
     let at = t.locate(&tcp(1));
-    assert_ne!(at, Located::NOWHERE);
-    assert_eq!(t.locate(&tcp(2)), Located::NOWHERE);
+    assert_ne!(at.node, NIL);
+    let absent = t.locate(&tcp(2));
+    assert_eq!(absent.node, NIL);
     // Where it was located: a hit.
     let hit = t.lookup_located(&tcp(1), at, 11, TcpFlags::ACK).unwrap();
     assert_eq!(hit.backend, 3);
@@ -679,9 +681,15 @@ fn lookups_from_a_stale_location_probe_again() {
     t.remove(&tcp(1));
     assert_eq!(t.lookup_located(&tcp(1), at, 12, TcpFlags::ACK), None);
 
-    // The one node reused by another flow (the table holds one entry).
+    // The one node reused by another flow (the table holds one entry),
+    // which was located as absent before it was added.
     t.insert(tcp(2), v, 4, 13, TcpFlags::SYN);
-    assert_eq!(t.locate(&tcp(2)), at, "same node");
+    assert_eq!(
+        t.lookup_located(&tcp(2), absent, 13, TcpFlags::ACK)
+            .map(|e| e.backend),
+        Some(4)
+    );
+    assert_eq!(t.locate(&tcp(2)).node, at.node, "same node");
     assert_eq!(t.lookup_located(&tcp(1), at, 14, TcpFlags::ACK), None);
     let other = t.lookup_located(&tcp(2), at, 14, TcpFlags::ACK).unwrap();
     assert_eq!(other.backend, 4);
