@@ -9,7 +9,7 @@
 //! `dataplane` reads them.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use arc_swap::ArcSwap;
 
@@ -512,6 +512,13 @@ impl Snapshot {
 #[derive(Debug)]
 pub struct SnapshotCell {
     inner: ArcSwap<Snapshot>,
+    /// Snapshots replaced by a publish, kept until no worker holds them,
+    /// so that they are freed here, on the control plane's thread, by a
+    /// later publish. Dropped by the worker's guard instead, the last
+    /// reference would free the slot table's and the VIP index's chunks
+    /// (a hundred reference counts and a few frees) in the middle of a
+    /// burst. Only publishers take the lock.
+    retired: Mutex<Vec<Arc<Snapshot>>>,
 }
 
 impl SnapshotCell {
@@ -519,6 +526,7 @@ impl SnapshotCell {
     pub fn new(snapshot: Snapshot) -> SnapshotCell {
         SnapshotCell {
             inner: ArcSwap::from_pointee(snapshot),
+            retired: Mutex::new(Vec::new()),
         }
     }
 
@@ -536,13 +544,25 @@ impl SnapshotCell {
 
     /// Makes `snapshot` the current one for every worker's next burst.
     pub fn publish(&self, snapshot: Snapshot) {
-        self.inner.store(Arc::new(snapshot));
+        self.publish_arc(Arc::new(snapshot));
     }
 
     /// [`SnapshotCell::publish`] of a snapshot the caller keeps a reference
     /// to (the control plane derives the next one from it).
     pub fn publish_arc(&self, snapshot: Arc<Snapshot>) {
-        self.inner.store(snapshot);
+        let old = self.inner.swap(snapshot);
+        // A poisoned lock only means a publisher panicked while it held
+        // the list; the list itself is still valid.
+        let mut retired = self.retired.lock().unwrap_or_else(PoisonError::into_inner);
+        // Frees, here, those that only this list still holds.
+        retired.retain(|s| Arc::strong_count(s) > 1);
+        retired.push(old);
+    }
+
+    /// Replaced snapshots not freed yet (tests).
+    #[cfg(test)]
+    fn retired(&self) -> usize {
+        self.retired.lock().map_or(0, |r| r.len())
     }
 }
 
@@ -586,6 +606,33 @@ mod tests {
             }
         }
         assert!(Arc::ptr_eq(&child.services, &parent.services));
+    }
+
+    /// A replaced snapshot is never freed by a worker's guard: the cell
+    /// keeps it while a worker holds it, and a later publish frees it once
+    /// none does.
+    #[test]
+    fn replaced_snapshots_are_freed_by_publishers() {
+        let cell = SnapshotCell::new(base());
+        let worker = cell.load();
+        let mut next = base();
+        next.generation = 2;
+        cell.publish(next.clone());
+        assert_eq!(worker.generation, 1);
+        // The worker's guard is not the last reference to generation 1.
+        let held = Arc::clone(&worker);
+        drop(worker);
+        assert!(Arc::strong_count(&held) >= 2, "the cell still holds it");
+        drop(held);
+        assert_eq!(cell.retired(), 1);
+        next.generation = 3;
+        cell.publish(next.clone());
+        // Generation 1 was only in the list: freed; generation 2 waits.
+        assert_eq!(cell.retired(), 1);
+        next.generation = 4;
+        cell.publish(next);
+        assert_eq!(cell.retired(), 1);
+        assert_eq!(cell.load().generation, 4);
     }
 
     /// A rollout of one service out of a thousand leaves the derived
