@@ -702,6 +702,16 @@ fn lookups_from_a_stale_location_probe_again() {
     );
     assert_eq!(t.lookup_located(&tcp(3), at, 15, TcpFlags::ACK), None);
 
+    // Located as absent, then added with nothing removed in between.
+    let mut t = FlowTable::new(4, 4, T);
+    let absent = t.locate(&tcp(5));
+    t.insert(tcp(5), v, 6, 20, TcpFlags::SYN);
+    assert_eq!(
+        t.lookup_located(&tcp(5), absent, 21, TcpFlags::ACK)
+            .map(|e| e.backend),
+        Some(6)
+    );
+
     // Protocol 0 is what marks a free node: a freed entry of a key with
     // protocol 0 still matches its bytes, and must not be found.
     let raw = FlowKey::v4([10, 0, 0, 1], [203, 0, 113, 7], 0, 0, 0);
