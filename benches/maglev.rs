@@ -15,20 +15,6 @@ use cutover::dataplane::maglev::{MaglevTable, DEFAULT_TABLE_SIZE};
 
 const BURST: usize = 32;
 
-fn backend_keys(n: usize) -> Vec<[u8; 16]> {
-    (0..n)
-        .map(|i| {
-            let mut k = [0u8; 16];
-            k[10] = 0xff;
-            k[11] = 0xff;
-            k[12] = 10;
-            k[13] = 0;
-            k[14..].copy_from_slice(&u16::try_from(i).unwrap_or(0).to_be_bytes());
-            k
-        })
-        .collect()
-}
-
 /// `n` flows from distinct clients and ports to one VIP.
 fn flows(n: usize) -> Vec<FlowKey> {
     (0..n)
@@ -51,7 +37,7 @@ fn build(c: &mut Criterion) {
         b.iter(|| black_box(vec![u16::MAX; DEFAULT_TABLE_SIZE]))
     });
     for n in [10, 100] {
-        let keys = backend_keys(n);
+        let keys = cutover::testkit::maglev_keys(n);
         let on = vec![true; n];
         g.bench_with_input(BenchmarkId::new("backends", n), &n, |b, _| {
             b.iter(|| MaglevTable::build(DEFAULT_TABLE_SIZE, black_box(&keys), &on))
@@ -61,7 +47,7 @@ fn build(c: &mut Criterion) {
 }
 
 fn lookup(c: &mut Criterion) {
-    let keys = backend_keys(10);
+    let keys = cutover::testkit::maglev_keys(10);
     let table = MaglevTable::build(DEFAULT_TABLE_SIZE, &keys, &[true; 10]).unwrap_or_else(|e| {
         panic!("bench table: {e}");
     });

@@ -10,25 +10,11 @@ use std::time::Instant;
 
 use cutover::dataplane::maglev::{MaglevTable, DEFAULT_TABLE_SIZE};
 
-/// The keys `benches/maglev.rs` uses: `::ffff:10.0.i.i` as 16 bytes.
-fn backend_keys(n: usize) -> Vec<[u8; 16]> {
-    (0..n)
-        .map(|i| {
-            let mut k = [0u8; 16];
-            k[10] = 0xff;
-            k[11] = 0xff;
-            k[12] = 10;
-            k[14..].copy_from_slice(&u16::try_from(i).unwrap_or(0).to_be_bytes());
-            k
-        })
-        .collect()
-}
-
 fn main() {
     let mut args = std::env::args().skip(1);
     let backends: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(10);
     let builds: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(400);
-    let keys = backend_keys(backends);
+    let keys = cutover::testkit::maglev_keys(backends);
     let on = vec![true; backends];
     let mut times = Vec::with_capacity(builds);
     let mut check = 0u64;

@@ -50,6 +50,21 @@ pub fn backend_v4(i: u32, j: u32) -> Ipv4Addr {
     Ipv4Addr::new(10, b, c, d)
 }
 
+/// Maglev keys of `n` backends, `::ffff:10.0.i.i` as 16 bytes: what the
+/// Maglev benchmark and the build-time example both build tables for.
+pub fn maglev_keys(n: usize) -> Vec<[u8; 16]> {
+    (0..n)
+        .map(|i| {
+            let mut k = [0u8; 16];
+            k[10] = 0xff;
+            k[11] = 0xff;
+            k[12] = 10;
+            k[14..].copy_from_slice(&u16::try_from(i).unwrap_or(0).to_be_bytes());
+            k
+        })
+        .collect()
+}
+
 /// The next-hop MAC of backend `j` of service `i`.
 pub fn backend_mac(i: u32, j: u32) -> [u8; 6] {
     let [_, b, c, _] = i.to_be_bytes();
