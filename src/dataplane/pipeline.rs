@@ -98,7 +98,6 @@ pub struct Pipeline {
 ///
 /// Filled in place by [`parse`] (a caller-owned value rather than a
 /// returned one, so the fast path does not move it through `Result`s).
-#[derive(Clone, Copy)]
 pub(crate) struct Parsed {
     /// Offset of the IP header (= length of the Ethernet header).
     pub(crate) l3: usize,
