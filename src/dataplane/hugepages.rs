@@ -127,42 +127,43 @@ unsafe impl Allocator for HugePages {
     }
 }
 
-/// How many bytes of the mapping that holds `addr` are backed by huge
-/// pages, read from `/proc/self/smaps` (`AnonHugePages`). For tests and
-/// diagnostics; `None` when the file or the mapping is not found.
-pub fn huge_bytes_at(addr: usize) -> Option<u64> {
-    let smaps = std::fs::read_to_string("/proc/self/smaps").ok()?;
-    let mut inside = false;
-    for line in smaps.lines() {
-        let mut fields = line.split_whitespace();
-        let Some(first) = fields.next() else {
-            continue;
-        };
-        if let Some((lo, hi)) = first.split_once('-') {
-            if let (Ok(lo), Ok(hi)) = (usize::from_str_radix(lo, 16), usize::from_str_radix(hi, 16))
-            {
-                inside = (lo..hi).contains(&addr);
-                continue;
-            }
-        }
-        if inside && first == "AnonHugePages:" {
-            let kib: u64 = fields.next()?.parse().ok()?;
-            return Some(kib * 1024);
-        }
-    }
-    None
-}
-
-/// Whether the kernel hands out transparent huge pages to memory advised
-/// with `MADV_HUGEPAGE`: `enabled` names `[always]` or `[madvise]`.
-pub fn transparent_huge_pages() -> bool {
-    std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled")
-        .is_ok_and(|s| s.contains("[always]") || s.contains("[madvise]"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// How many bytes of the mapping that holds `addr` are backed by huge
+    /// pages, read from `/proc/self/smaps` (`AnonHugePages`); `None` when the
+    /// file or the mapping is not found.
+    fn huge_bytes_at(addr: usize) -> Option<u64> {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").ok()?;
+        let mut inside = false;
+        for line in smaps.lines() {
+            let mut fields = line.split_whitespace();
+            let Some(first) = fields.next() else {
+                continue;
+            };
+            if let Some((lo, hi)) = first.split_once('-') {
+                if let (Ok(lo), Ok(hi)) =
+                    (usize::from_str_radix(lo, 16), usize::from_str_radix(hi, 16))
+                {
+                    inside = (lo..hi).contains(&addr);
+                    continue;
+                }
+            }
+            if inside && first == "AnonHugePages:" {
+                let kib: u64 = fields.next()?.parse().ok()?;
+                return Some(kib * 1024);
+            }
+        }
+        None
+    }
+
+    /// Whether the kernel hands out transparent huge pages to memory advised
+    /// with `MADV_HUGEPAGE`: `enabled` names `[always]` or `[madvise]`.
+    fn transparent_huge_pages() -> bool {
+        std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled")
+            .is_ok_and(|s| s.contains("[always]") || s.contains("[madvise]"))
+    }
 
     #[test]
     fn small_blocks_come_from_the_global_allocator() {
