@@ -171,7 +171,7 @@ struct Delta {
 /// A published version with what the data plane derives from it once, at
 /// build time, instead of per packet.
 #[derive(Debug)]
-struct LiveVersion {
+pub(crate) struct LiveVersion {
     version: VersionEntry,
     /// One per backend, in `version.backends` order: the backend's outer
     /// IP-in-IP header with its constant fields and their checksum folded
@@ -179,6 +179,20 @@ struct LiveVersion {
     /// encapsulation source of its family: such packets take the general
     /// path, which drops them with the right reason.
     encap: Box<[Option<EncapTemplate>]>,
+}
+
+impl LiveVersion {
+    /// The version.
+    #[inline]
+    pub(crate) fn version(&self) -> &VersionEntry {
+        &self.version
+    }
+
+    /// Its backends' encapsulation templates, indexed like `backends`.
+    #[inline]
+    pub(crate) fn encap(&self) -> &[Option<EncapTemplate>] {
+        &self.encap
+    }
 }
 
 /// The key of a VIP in the service table: the address as IPv6, IPv4
@@ -328,18 +342,11 @@ impl Snapshot {
         self.live_for_key(key).map(|l| &l.version)
     }
 
-    /// The version holding the VIP `key` and its backends' encapsulation
-    /// templates (indexed like `backends`): the pipeline's lookup.
+    /// The version holding the VIP `key` with its backends' encapsulation
+    /// templates: the pipeline's lookup. One thin reference, so that a
+    /// burst's worth of them is cheap to keep between passes.
     #[inline]
-    pub(crate) fn version_and_encap(
-        &self,
-        key: u128,
-    ) -> Option<(&VersionEntry, &[Option<EncapTemplate>])> {
-        self.live_for_key(key).map(|l| (&l.version, &*l.encap))
-    }
-
-    #[inline]
-    fn live_for_key(&self, key: u128) -> Option<&LiveVersion> {
+    pub(crate) fn live_for_key(&self, key: u128) -> Option<&LiveVersion> {
         let slot = self.vips.get(key)?;
         self.versions.get(slot as usize)?.as_deref()
     }
