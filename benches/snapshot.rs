@@ -373,6 +373,51 @@ struct Traffic {
     plane: Arc<ControlPlane>,
     frames: Vec<Vec<u8>>,
     pipe: cutover::dataplane::pipeline::Pipeline,
+    bufs: Vec<PacketBuf>,
+    verdicts: [Verdict; BURST],
+    /// The frame the next burst starts with.
+    next: usize,
+}
+
+/// What [`Traffic::burst`] saw.
+struct Burst {
+    /// Of the snapshot the burst ran on.
+    generation: u64,
+    /// The pipeline's clock for the burst.
+    now: u64,
+    /// From the snapshot's load to the end of the burst.
+    ns: u64,
+    forwarded: u64,
+}
+
+impl Traffic {
+    /// The next `BURST` frames through the pipeline on the current
+    /// snapshot, the pipeline's clock given by `clock` from the start time.
+    fn burst(&mut self, cell: &SnapshotCell, clock: impl FnOnce(Instant) -> u64) -> Burst {
+        for b in self.bufs.iter_mut() {
+            b.load(&self.frames[self.next]);
+            self.next = (self.next + 1) % self.frames.len();
+        }
+        let t0 = Instant::now();
+        let now = clock(t0);
+        let snap = cell.load();
+        self.pipe
+            .process(&snap, now, &mut self.bufs, &mut self.verdicts);
+        let generation = snap.generation;
+        drop(snap);
+        let ns = t0.elapsed().as_nanos() as u64;
+        let forwarded = self
+            .verdicts
+            .iter()
+            .filter(|v| **v == Verdict::Forward)
+            .count() as u64;
+        Burst {
+            generation,
+            now,
+            ns,
+            forwarded,
+        }
+    }
 }
 
 fn traffic(layout: Layout) -> Traffic {
@@ -409,6 +454,9 @@ fn traffic(layout: Layout) -> Traffic {
         plane,
         frames,
         pipe,
+        bufs: (0..BURST).map(|_| PacketBuf::new()).collect(),
+        verdicts,
+        next: 0,
     }
 }
 
@@ -435,15 +483,10 @@ fn pin(core: usize) {
 }
 
 fn run_traffic(layout: Layout, publisher: Publisher, baseline_for: Duration) -> RunResult {
-    let Traffic {
-        _dir,
-        plane,
-        frames,
-        mut pipe,
-    } = traffic(layout);
+    let mut traffic = traffic(layout);
+    let plane = Arc::clone(&traffic.plane);
     let cell = Arc::clone(plane.cell());
     let epoch = Instant::now();
-    let mut verdicts = [Verdict::Drop(DropReason::NoService); BURST];
 
     let stop = Arc::new(AtomicBool::new(false));
     // Per generation: when the call that makes it started (ns since epoch).
@@ -495,36 +538,21 @@ fn run_traffic(layout: Layout, publisher: Publisher, baseline_for: Duration) -> 
     };
 
     pin(1);
-    let mut bufs: Vec<PacketBuf> = (0..BURST).map(|_| PacketBuf::new()).collect();
     let mut durations: Vec<u64> = Vec::with_capacity(8 << 20);
     let mut first_after = Vec::new();
     let mut seen_at: Vec<u64> = vec![0; PUBLISHES + 3];
     let mut last_gen = g0;
-    let mut next = 0usize;
     let (mut packets_in, mut forwarded) = (0u64, 0u64);
     while !stop.load(Ordering::Acquire) {
-        for b in bufs.iter_mut() {
-            b.load(&frames[next]);
-            next += 1;
-            if next == frames.len() {
-                next = 0;
-            }
-        }
-        let t0 = Instant::now();
-        let now = t0.duration_since(epoch).as_nanos() as u64;
-        let snap = cell.load();
-        pipe.process(&snap, now, &mut bufs, &mut verdicts);
-        let generation = snap.generation;
-        drop(snap);
-        let dt = t0.elapsed().as_nanos() as u64;
-        durations.push(dt);
+        let b = traffic.burst(&cell, |t0| t0.duration_since(epoch).as_nanos() as u64);
+        durations.push(b.ns);
         packets_in += BURST as u64;
-        forwarded += verdicts.iter().filter(|v| **v == Verdict::Forward).count() as u64;
-        if generation != last_gen {
-            last_gen = generation;
-            first_after.push(dt);
-            if let Some(s) = seen_at.get_mut((generation - g0) as usize) {
-                *s = now;
+        forwarded += b.forwarded;
+        if b.generation != last_gen {
+            last_gen = b.generation;
+            first_after.push(b.ns);
+            if let Some(s) = seen_at.get_mut((b.generation - g0) as usize) {
+                *s = b.now;
             }
         }
     }
@@ -593,12 +621,8 @@ struct Paced {
 /// rollout or rollback and goes on without waiting for it. The request
 /// is an atomic store between two bursts, outside the timed part.
 fn run_paced(layout: Layout) -> Paced {
-    let Traffic {
-        _dir,
-        plane,
-        frames,
-        mut pipe,
-    } = traffic(layout);
+    let mut traffic = traffic(layout);
+    let plane = Arc::clone(&traffic.plane);
     let cell = Arc::clone(plane.cell());
     let g0 = cell.load().generation;
     let requested = Arc::new(AtomicU64::new(0));
@@ -627,34 +651,21 @@ fn run_paced(layout: Layout) -> Paced {
     };
     pin(1);
     let total = WARM + PUBLISHES * PERIOD + PERIOD;
-    let mut bufs: Vec<PacketBuf> = (0..BURST).map(|_| PacketBuf::new()).collect();
-    let mut verdicts = [Verdict::Drop(DropReason::NoService); BURST];
     let mut bursts = Vec::with_capacity(total);
     let mut first = vec![None; PUBLISHES];
     let mut last_gen = g0;
-    let mut next = 0usize;
-    let mut lost = 0usize;
+    let mut lost = 0u64;
     for i in 0..total {
         if i >= WARM && i % PERIOD == PERIOD / 2 {
             requested.store(((i - WARM) / PERIOD + 1) as u64, Ordering::Release);
         }
-        for b in bufs.iter_mut() {
-            b.load(&frames[next]);
-            next = (next + 1) % frames.len();
-        }
-        let now = (i as u64 + 1) * BURST_CLOCK_NS;
-        let t0 = Instant::now();
-        let snap = cell.load();
-        pipe.process(&snap, now, &mut bufs, &mut verdicts);
-        let generation = snap.generation;
-        drop(snap);
-        let dt = t0.elapsed().as_nanos() as u64;
-        bursts.push(dt);
-        lost += verdicts.iter().filter(|v| **v != Verdict::Forward).count();
-        if generation != last_gen {
-            last_gen = generation;
-            if let Some(f) = first.get_mut((generation - g0 - 1) as usize) {
-                *f = Some(dt);
+        let b = traffic.burst(&cell, |_| (i as u64 + 1) * BURST_CLOCK_NS);
+        bursts.push(b.ns);
+        lost += BURST as u64 - b.forwarded;
+        if b.generation != last_gen {
+            last_gen = b.generation;
+            if let Some(f) = first.get_mut((b.generation - g0 - 1) as usize) {
+                *f = Some(b.ns);
             }
         }
     }
