@@ -1,6 +1,7 @@
-//! A worker binds only the slots a derived snapshot changed, falls back to
-//! a full bind when it skipped a generation, and spreads its flow-gauge
-//! sweep over bursts.
+//! A worker binds only the slots a derived snapshot changed, over a few
+//! skipped generations too, falls back to a full bind when it skipped more
+//! than the snapshot remembers, and spreads its flow-gauge sweep over
+//! bursts.
 
 use std::sync::Arc;
 
@@ -45,7 +46,7 @@ fn uid(pipe: &Pipeline, slot: usize) -> u64 {
 }
 
 #[test]
-fn derived_snapshots_bind_changed_slots_and_skipped_generations_bind_all() {
+fn derived_snapshots_bind_changed_slots_over_skipped_generations() {
     let g1 = base(4);
     let mut pipe = testkit::pipeline(64);
     run(&mut pipe, &g1, 1);
@@ -65,10 +66,25 @@ fn derived_snapshots_bind_changed_slots_and_skipped_generations_bind_all() {
     let g4 = child(&g3, 4, 1, 55);
     assert_eq!(g4.changed_since(3), Some(&[1u32][..]));
     assert_eq!(g4.changed_since(2), None);
+    let mut since_g2: Vec<u32> = g4.slots_changed_since(2).expect("remembered").collect();
+    since_g2.sort_unstable();
+    assert_eq!(since_g2, [1, 3]);
     run(&mut pipe, &g4, 3);
-    assert_eq!(uid(&pipe, 3), 77, "skipped generation: full bind");
+    assert_eq!(uid(&pipe, 3), 77, "the skipped generation's slot is bound");
     assert_eq!(uid(&pipe, 1), 55);
-    assert_eq!(uid(&pipe, 0), 1, "full bind visits every slot");
+    assert_eq!(uid(&pipe, 0), 1234, "still only the changed slots");
+
+    // Nine derivations later, g4 is past what the newest one remembers:
+    // a worker still on g4 binds every slot.
+    let mut newest = child(&g4, 5, 2, 1000);
+    for g in 6..=13 {
+        newest = child(&newest, g, 2, 1000 + g);
+    }
+    assert!(newest.slots_changed_since(5).is_some());
+    assert!(newest.slots_changed_since(4).is_none());
+    run(&mut pipe, &newest, 4);
+    assert_eq!(uid(&pipe, 2), 1013);
+    assert_eq!(uid(&pipe, 0), 1, "too far behind: full bind");
 }
 
 #[test]

@@ -285,14 +285,14 @@ impl Pipeline {
 
     /// Ties the flow table's and the counters' slots to the versions of a
     /// newly published snapshot. Runs once per publish, not per packet:
-    /// for the changed slots only when the snapshot was derived from the
-    /// one bound now (the others are bound already), for every version
-    /// when the worker skipped a generation or the snapshot was built
-    /// from scratch.
+    /// for the changed slots only when the snapshot descends from the one
+    /// bound now by a few derivations (the others are bound already), for
+    /// every version when the worker missed more publishes than the
+    /// snapshot remembers or the snapshot was built from scratch.
     fn bind(&mut self, snap: &Snapshot) {
-        match snap.changed_since(self.bound_generation) {
+        match snap.slots_changed_since(self.bound_generation) {
             Some(changed) => {
-                for &slot in changed {
+                for slot in changed {
                     if let Some(v) = snap.version(slot) {
                         self.bind_one(v);
                     }
