@@ -641,9 +641,10 @@ fn run_paced(layout: Layout) -> Paced {
                     publish_k(&plane, layout, done as usize);
                     done += 1;
                 } else {
-                    // Not a spin: a VM's two vCPUs both busy all the time
-                    // get throttled by the host, which stalls the traffic
-                    // thread for milliseconds.
+                    // Not a spin: with this thread spinning, the traffic
+                    // thread's bursts stalled for 0.1-4 ms at random
+                    // points on the 2-vCPU VM of these numbers (the host's
+                    // doing, by all signs); polling every 50 µs does not.
                     std::thread::sleep(Duration::from_micros(50));
                 }
             }
@@ -743,7 +744,7 @@ fn pipeline_during_paced_publishes() {
             if worst_ratio <= 2.0 { "met" } else { "NOT" }
         );
     }
-    println!("(the first {WARM} bursts of a run warm it up and are not counted; med = median of every counted burst of every run; run max = slowest burst of any run; pos = per position the fastest of the {REPEATS} runs; 1st = first burst on a new generation, fastest of the runs per publish; worst/med = max(pos max, 1st max) / med)");
+    println!("(the first {WARM} bursts of a run warm it up and are not counted; med = median of every counted burst of every run; run max = slowest counted burst of any run; pos = per position the fastest of the {REPEATS} runs; 1st = first burst on a new generation, fastest of the runs per publish; worst/med = max(pos max, 1st max) / med)");
 }
 
 fn us(ns: u64) -> String {
