@@ -228,6 +228,8 @@ pub enum SnapshotError {
     Released(u32),
     #[error("slot {0} has no version in the snapshot it is derived from")]
     NotInParent(u32),
+    #[error("service {0} is not one of the version manager's services")]
+    UnknownService(usize),
 }
 
 impl Snapshot {

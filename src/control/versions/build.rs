@@ -27,7 +27,7 @@ pub(super) fn maglev(table_size: usize, backends: &[Backend]) -> Result<MaglevTa
 }
 
 fn service_index(si: usize) -> Result<u32, SnapshotError> {
-    u32::try_from(si).map_err(|_| SnapshotError::SlotOutOfRange(u32::MAX))
+    u32::try_from(si).map_err(|_| SnapshotError::UnknownService(si))
 }
 
 fn service_entries(m: &VersionManager) -> Vec<ServiceEntry> {
@@ -158,7 +158,7 @@ fn place_service(
     same_settings: bool,
 ) -> Result<(), SnapshotError> {
     let Some(rec) = m.services.get(si) else {
-        return Err(SnapshotError::SlotOutOfRange(u32::MAX));
+        return Err(SnapshotError::UnknownService(si));
     };
     let service = service_index(si)?;
     let resolve = |x: &Backend| x.next_hop.or_else(|| next_hop(rec.forwarding, x.addr));

@@ -804,3 +804,19 @@ fn settled_derivation_matches_a_full_one() {
     // Most steps took the fast path; the reload did not.
     assert!(touched_steps >= 7, "{touched_steps}");
 }
+
+#[test]
+fn a_touched_service_the_manager_lacks_is_named_in_the_error() {
+    let mut m = manager();
+    let hop = |_: Forwarding, _: IpAddr| None;
+    let parent = m.snapshot(1).unwrap();
+    m.settle();
+    // Cannot happen through the manager's own methods, which mark only
+    // services they hold; the error must still say what is wrong.
+    m.touched = Touched(Some(vec![999]));
+    let err = m
+        .snapshot_since_settled(&parent, 2, &hop, Staging::Final)
+        .unwrap_err();
+    assert_eq!(err, crate::snapshot::SnapshotError::UnknownService(999));
+    assert!(err.to_string().contains("service 999"), "{err}");
+}
