@@ -17,7 +17,7 @@ use crate::dataplane::flow::{
 use crate::dataplane::frame::{FrameBuf, PacketBuf};
 use crate::dataplane::rewrite;
 use crate::dataplane::stats::{DropReason, WorkerStats};
-use crate::snapshot::{Backend, LiveVersion, Snapshot, VersionEntry, MAX_VERSIONS};
+use crate::snapshot::{BackendPath, LiveVersion, Snapshot, VersionEntry, MAX_VERSIONS};
 use crate::wire::ethernet::{self, EtherType};
 use crate::wire::{ipv4, ipv6, tcp, udp};
 
@@ -337,44 +337,35 @@ impl Pipeline {
         let Some(live) = found else {
             return Verdict::Drop(DropReason::NoService);
         };
-        let version = live.version();
-        let Some(service) = snap.service(version.service) else {
-            return Verdict::Drop(DropReason::NoService);
-        };
         let proto = match p.key.protocol {
             TCP => Protocol::Tcp,
             UDP => Protocol::Udp,
             _ => return Verdict::Drop(DropReason::Unsupported),
         };
-        let served = if p.has_ports {
-            service.serves(proto, p.key.dst_port)
-        } else {
-            service.serves_protocol(proto)
-        };
-        if !served {
+        let port = p.has_ports.then_some(p.key.dst_port);
+        if !live.serves(&snap.services, proto, port) {
             return Verdict::Drop(DropReason::NoService);
         }
         // One lookup of the version's counters serves the whole packet.
-        let counters = self.stats.versions.get(version.slot as usize);
+        let counters = self.stats.versions.get(live.slot() as usize);
         if let Some(c) = counters {
             // The drain rule's "quiet" clock: any packet that reached the
             // version's VIPs counts, forwarded or not.
             c.last_packet_ns.set(now);
         }
-        let Some((index, backend, placed)) = select(&mut self.flows, version, p, at, now) else {
+        let Some((index, path, placed)) = select(&mut self.flows, live, p, at, now) else {
             return Verdict::Drop(DropReason::NoBackend);
         };
-        let verdict = match service.forwarding {
-            Forwarding::L2dsr => rewrite::l2dsr(pkt, backend),
+        let verdict = match live.forwarding() {
+            Forwarding::L2dsr => rewrite::l2dsr(pkt, path.next_hop),
             Forwarding::Ipip => {
-                let fast = live
-                    .encap()
-                    .get(index)
-                    .and_then(Option::as_ref)
+                let fast = path
+                    .encap
+                    .as_ref()
                     .and_then(|t| rewrite::ipip_template(pkt, p, t, &snap.settings));
-                match fast {
-                    Some(verdict) => verdict,
-                    None => {
+                match (fast, live.version().backends.get(index)) {
+                    (Some(verdict), _) => verdict,
+                    (None, Some(backend)) => {
                         let ctx = rewrite::EncapContext {
                             settings: &snap.settings,
                             spare: &mut self.spare,
@@ -383,6 +374,8 @@ impl Pipeline {
                         };
                         rewrite::ipip(pkt, p, backend, ctx)
                     }
+                    // `paths` and `backends` have the same length.
+                    (None, None) => Verdict::Drop(DropReason::NoBackend),
                 }
             }
         };
@@ -408,32 +401,34 @@ impl Pipeline {
 /// (later fragments carry no ports), others through the flow table and,
 /// for a new flow, Maglev.
 ///
-/// Returns the backend's index and the backend (`None` when the index is
-/// not one of the version's backends), and the flow key when this packet
-/// created the flow's entry.
+/// Returns the backend's index and path (`None` when the index is not one
+/// of the version's backends), and the flow key when this packet created
+/// the flow's entry.
 #[inline(always)]
 fn select<'v>(
     flows: &mut FlowTable,
-    version: &'v VersionEntry,
+    live: &'v LiveVersion,
     p: &Parsed,
     at: Located,
     now: u64,
-) -> Option<(usize, &'v Backend, Option<FlowKey>)> {
+) -> Option<(usize, &'v BackendPath, Option<FlowKey>)> {
+    let paths = live.paths();
     let pick = |b: u16, placed: Option<FlowKey>| {
         let index = usize::from(b);
-        version.backends.get(index).map(|b| (index, b, placed))
+        paths.get(index).map(|b| (index, b, placed))
     };
     if p.fragment {
         let k = &p.key;
-        let b = version
+        let b = live
+            .version()
             .maglev
             .lookup(hash_3tuple(&k.src, &k.dst, k.protocol))?;
         return pick(b, None);
     }
     let key = &p.key;
     let this = VersionRef {
-        slot: version.slot,
-        uid: version.uid,
+        slot: live.slot(),
+        uid: live.uid(),
     };
     let flags = TcpFlags(p.tcp_flags);
     // The flow table forgets expired and stale entries and a bare SYN
@@ -441,14 +436,14 @@ fn select<'v>(
     // are placed afresh, like any new flow.
     if let Some(entry) = flows.lookup_located(key, at, now, flags) {
         let index = usize::from(entry.backend);
-        if let Some(b) = version.backends.get(index) {
+        if let Some(b) = paths.get(index) {
             if entry.version == this && b.healthy {
                 return Some((index, b, None));
             }
         }
         flows.remove(key);
     }
-    let backend = version.maglev.lookup(key.flow_hash())?;
+    let backend = live.version().maglev.lookup(key.flow_hash())?;
     flows.insert(*key, this, backend, now, flags);
     // An index beyond the backends (Maglev never gives one) drops the
     // packet as `no_backend` and keeps the entry.

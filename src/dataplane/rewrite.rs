@@ -7,7 +7,7 @@
 //! needed" / "packet too big" error for its sender, as Katran does; an IPv4
 //! packet without DF is encapsulated and the outer packet fragmented.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 
 use crate::dataplane::frame::{FrameBuf, PacketBuf};
 use crate::dataplane::pipeline::{Parsed, Verdict};
@@ -41,9 +41,10 @@ pub(crate) struct EncapContext<'a> {
     pub(crate) frag_ident: &'a mut u32,
 }
 
-/// Sends the frame to the backend's MAC, from the MAC it was sent to.
-pub(crate) fn l2dsr<B: FrameBuf>(pkt: &mut B, backend: &Backend) -> Verdict {
-    let Some(mac) = backend.next_hop else {
+/// Sends the frame to the backend's MAC (`next_hop`: `None` while it is
+/// unresolved, which drops the packet), from the MAC it was sent to.
+pub(crate) fn l2dsr<B: FrameBuf>(pkt: &mut B, next_hop: Option<[u8; 6]>) -> Verdict {
+    let Some(mac) = next_hop else {
         return Verdict::Drop(DropReason::NoNeighbor);
     };
     set_macs(pkt.bytes_mut(), mac);
@@ -73,20 +74,28 @@ pub struct EncapTemplate {
     next_hop: [u8; 6],
 }
 
+/// The outer header of an [`EncapTemplate`], with the packet's length and
+/// inner protocol (and, for IPv4, the checksum) zeroed.
+///
+/// The encapsulation source the header was built with is not kept beside
+/// it: it is in the header's bytes, and a template small enough to share
+/// one cache line with its backend's health (`snapshot::BackendPath`)
+/// spares a packet one line.
 #[derive(Debug, Clone)]
 enum OuterTemplate {
     V4 {
         header: [u8; ipv4::HEADER_LEN],
         /// Folded sum of `header` (length, protocol and checksum zero).
         partial_sum: u32,
-        /// The encapsulation source the header was built with.
-        source: Ipv4Addr,
     },
     V6 {
         header: [u8; ipv6::HEADER_LEN],
-        source: Ipv6Addr,
     },
 }
+
+/// Where the source address sits in an outer header.
+const V4_SOURCE: core::ops::Range<usize> = 12..16;
+const V6_SOURCE: core::ops::Range<usize> = 8..24;
 
 impl EncapTemplate {
     /// The template for `backend` under `settings`; `None` when the backend
@@ -114,7 +123,6 @@ impl EncapTemplate {
                 OuterTemplate::V4 {
                     header,
                     partial_sum: wire::checksum::sum(&header),
-                    source,
                 }
             }
             IpAddr::V6(dst) => {
@@ -129,7 +137,7 @@ impl EncapTemplate {
                 };
                 repr.emit(&mut ipv6::Packet::new_unchecked(&mut header[..]))
                     .ok()?;
-                OuterTemplate::V6 { header, source }
+                OuterTemplate::V6 { header }
             }
         };
         Some(EncapTemplate { outer, next_hop })
@@ -146,9 +154,13 @@ impl EncapTemplate {
     /// Whether the template still agrees with `settings` (a snapshot's
     /// settings are a public field and could be edited after building).
     fn fits(&self, settings: &DataplaneSettings) -> bool {
-        match self.outer {
-            OuterTemplate::V4 { source, .. } => settings.encap_source_v4 == Some(source),
-            OuterTemplate::V6 { source, .. } => settings.encap_source_v6 == Some(source),
+        match &self.outer {
+            OuterTemplate::V4 { header, .. } => settings
+                .encap_source_v4
+                .is_some_and(|s| header[V4_SOURCE] == s.octets()),
+            OuterTemplate::V6 { header } => settings
+                .encap_source_v6
+                .is_some_and(|s| header[V6_SOURCE] == s.octets()),
         }
     }
 }
@@ -602,4 +614,47 @@ fn icmp_too_big<B: FrameBuf>(pkt: &mut B, p: &Parsed, mtu: usize) -> Verdict {
 fn low16(x: u32) -> u16 {
     let [_, _, hi, lo] = x.to_be_bytes();
     u16::from_be_bytes([hi, lo])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit;
+
+    /// A template agrees with the settings it was built under and with no
+    /// others: `fits` reads the source from the header's own bytes.
+    #[test]
+    fn a_template_fits_only_the_settings_it_was_built_with() {
+        let built = testkit::settings(1500);
+        let other_v4 = DataplaneSettings {
+            encap_source_v4: Some(std::net::Ipv4Addr::new(198, 51, 100, 99)),
+            ..built.clone()
+        };
+        let other_v6 = DataplaneSettings {
+            encap_source_v6: Some("2001:db8:ffff::99".parse().unwrap()),
+            ..built.clone()
+        };
+        let none = DataplaneSettings {
+            encap_source_v4: None,
+            encap_source_v6: None,
+            ..built.clone()
+        };
+        let v4 = Backend {
+            // Not the encapsulation source's address: the test tells the
+            // two apart.
+            addr: IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 10)),
+            next_hop: Some(testkit::backend_mac(0, 1)),
+            healthy: true,
+        };
+        let v6 = Backend {
+            addr: "2001:db8:1::1".parse().unwrap(),
+            ..v4.clone()
+        };
+        let t4 = EncapTemplate::new(&v4, &built).unwrap();
+        let t6 = EncapTemplate::new(&v6, &built).unwrap();
+        assert!(t4.fits(&built) && t6.fits(&built));
+        assert!(!t4.fits(&other_v4) && t6.fits(&other_v4));
+        assert!(t4.fits(&other_v6) && !t6.fits(&other_v6));
+        assert!(!t4.fits(&none) && !t6.fits(&none));
+    }
 }

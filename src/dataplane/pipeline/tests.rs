@@ -1,5 +1,6 @@
 //! The common-case parser against the general one: same answer on every
-//! frame it accepts, and it accepts the frames it is there for.
+//! frame it accepts, and it accepts the frames it is there for. And what
+//! the fast path reads from the version rather than the backend itself.
 
 use proptest::prelude::*;
 
@@ -80,6 +81,56 @@ fn other_shapes_are_left_to_the_general_parser() {
         assert!(!parse_common(&f, &mut p), "{name}");
         assert_eq!(fields(&p), fields(&Parsed::EMPTY), "{name}: p was written");
     }
+}
+
+/// A TCP frame from a client to service 0's IPv4 VIP, port 80.
+fn to_service_0(syn: bool) -> PacketBuf {
+    let mut v = Vec::new();
+    let b =
+        etherparse::PacketBuilder::ethernet2(crate::testkit::CLIENT_MAC, crate::testkit::LB_MAC)
+            .ipv4([192, 0, 2, 7], crate::testkit::vip_v4(0).octets(), 64)
+            .tcp(40_000, 80, 1, 1000);
+    let b = if syn { b.syn() } else { b.ack(1) };
+    b.write(&mut v, &[]).expect("frame");
+    PacketBuf::from_slice(&v)
+}
+
+/// One frame through `pipe`: its verdict and the MAC it was sent to.
+fn forward_one(pipe: &mut Pipeline, snap: &Snapshot, now: u64, syn: bool) -> (Verdict, [u8; 6]) {
+    let mut bufs = [to_service_0(syn)];
+    let mut verdicts = [Verdict::Drop(DropReason::NoService)];
+    pipe.process(snap, now, &mut bufs, &mut verdicts);
+    let mut mac = [0u8; 6];
+    mac.copy_from_slice(&bufs[0].bytes()[..6]);
+    (verdicts[0], mac)
+}
+
+/// The fast path reads a backend's health from the version's copy
+/// (`BackendPath`): a known flow must still leave a backend that the next
+/// snapshot marks unhealthy, and go to a healthy one.
+#[test]
+fn a_known_flow_leaves_a_backend_marked_unhealthy() {
+    let snap = crate::testkit::snapshot(1, 3, Forwarding::L2dsr, 251).expect("snapshot");
+    let mut pipe = crate::testkit::pipeline(1024);
+    let (verdict, first) = forward_one(&mut pipe, &snap, 1, true);
+    assert_eq!(verdict, Verdict::Forward);
+    assert_eq!(
+        forward_one(&mut pipe, &snap, 2, false),
+        (Verdict::Forward, first)
+    );
+    let mut version = snap.version(0).expect("version 0").clone();
+    let sick = (0..3u32)
+        .find(|&j| crate::testkit::backend_mac(0, j) == first)
+        .expect("one of the backends");
+    version.backends[sick as usize].healthy = false;
+    version.maglev =
+        Arc::new(crate::control::bootstrap::build_maglev(251, &version.backends).expect("maglev"));
+    let services = (*snap.services).clone();
+    let next = Snapshot::new(2, snap.settings.clone(), services, vec![version]).expect("next");
+    let (verdict, now_to) = forward_one(&mut pipe, &next, 3, false);
+    assert_eq!(verdict, Verdict::Forward);
+    assert_ne!(now_to, first, "still sent to the unhealthy backend");
+    assert!((0..3).any(|j| crate::testkit::backend_mac(0, j) == now_to));
 }
 
 proptest! {
