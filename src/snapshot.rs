@@ -74,20 +74,21 @@ pub struct ServiceEntry {
 }
 
 impl ServiceEntry {
-    /// True when the service listens on `port` for `protocol`.
+    /// True when the service listens on `port` for `protocol`; with no
+    /// port (non-first fragments carry none), on any port of `protocol`.
     #[inline]
-    pub fn serves(&self, protocol: Protocol, port: u16) -> bool {
-        self.ports
-            .iter()
-            .any(|p| p.protocol == protocol && p.port == port)
+    pub fn serves(&self, protocol: Protocol, port: Option<u16>) -> bool {
+        lists(&self.ports, protocol, port)
     }
+}
 
-    /// True when the service has any port of `protocol` (for non-first
-    /// fragments, which carry no port).
-    #[inline]
-    pub fn serves_protocol(&self, protocol: Protocol) -> bool {
-        self.ports.iter().any(|p| p.protocol == protocol)
-    }
+/// [`ServiceEntry::serves`] over a list of ports (the service's own, or a
+/// version's copy of them).
+#[inline]
+fn lists(ports: &[PortSpec], protocol: Protocol, port: Option<u16>) -> bool {
+    ports
+        .iter()
+        .any(|p| p.protocol == protocol && port.map_or(true, |n| p.port == n))
 }
 
 /// A backend of a version.
@@ -297,10 +298,9 @@ impl LiveVersion {
         &self.paths
     }
 
-    /// True when the service listens on `port` for `protocol`; with no
-    /// port (non-first fragments), on any port of `protocol`. `services`
-    /// is the snapshot's, consulted only for a service with more ports
-    /// than the version keeps.
+    /// [`ServiceEntry::serves`] from the version's copy of the ports.
+    /// `services` is the snapshot's, consulted only for a service with
+    /// more ports than the version keeps.
     #[inline]
     pub(crate) fn serves(
         &self,
@@ -308,16 +308,12 @@ impl LiveVersion {
         protocol: Protocol,
         port: Option<u16>,
     ) -> bool {
-        let ports = match self.ports.get(..usize::from(self.nports)) {
-            Some(p) => p,
-            None => match services.get(self.version.service as usize) {
-                Some(s) => &s.ports,
-                None => return false,
-            },
-        };
-        ports
-            .iter()
-            .any(|p| p.protocol == protocol && port.map_or(true, |n| p.port == n))
+        match self.ports.get(..usize::from(self.nports)) {
+            Some(inline) => lists(inline, protocol, port),
+            None => services
+                .get(self.version.service as usize)
+                .is_some_and(|s| s.serves(protocol, port)),
+        }
     }
 }
 
@@ -584,10 +580,10 @@ impl<'p> SnapshotBuilder<'p> {
             .parent
             .and_then(|p| p.live(slot))
             .ok_or(SnapshotError::NotInParent(slot))?;
-        match self.services.get(live.version.service as usize) {
-            Some(s) if !live.agrees_with(s) => self.add(live.version.clone()),
-            _ => self.place(Arc::clone(live), false),
+        if !live.agrees_with(self.service_of(&live.version)?) {
+            return self.add(live.version.clone());
         }
+        self.place(Arc::clone(live), false)
     }
 
     /// Adds a new version (its encapsulation templates are built here).
@@ -595,27 +591,27 @@ impl<'p> SnapshotBuilder<'p> {
         if version.slot as usize >= MAX_VERSIONS {
             return Err(SnapshotError::SlotOutOfRange(version.slot));
         }
-        let Some(service) = self.services.get(version.service as usize) else {
-            return Err(SnapshotError::NoService {
-                slot: version.slot,
-                service: version.service,
-            });
-        };
+        let service = self.service_of(&version)?;
         let live = LiveVersion::new(version, service, &self.settings);
         self.place(Arc::new(live), true)
     }
 
+    /// The service `v` names in this snapshot's list.
+    fn service_of(&self, v: &VersionEntry) -> Result<&ServiceEntry, SnapshotError> {
+        self.services
+            .get(v.service as usize)
+            .ok_or(SnapshotError::NoService {
+                slot: v.slot,
+                service: v.service,
+            })
+    }
+
+    /// Places a version whose service both callers have found.
     fn place(&mut self, live: Arc<LiveVersion>, new: bool) -> Result<(), SnapshotError> {
         let v = &live.version;
         let idx = v.slot as usize;
         if idx >= MAX_VERSIONS {
             return Err(SnapshotError::SlotOutOfRange(v.slot));
-        }
-        if v.service as usize >= self.services.len() {
-            return Err(SnapshotError::NoService {
-                slot: v.slot,
-                service: v.service,
-            });
         }
         if v.state == VersionState::Released {
             return Err(SnapshotError::Released(v.slot));
