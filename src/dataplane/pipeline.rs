@@ -363,19 +363,25 @@ impl Pipeline {
                     .encap
                     .as_ref()
                     .and_then(|t| rewrite::ipip_template(pkt, p, t, &snap.settings));
-                match (fast, live.version().backends.get(index)) {
-                    (Some(verdict), _) => verdict,
-                    (None, Some(backend)) => {
-                        let ctx = rewrite::EncapContext {
-                            settings: &snap.settings,
-                            spare: &mut self.spare,
-                            extra: &mut self.extra,
-                            frag_ident: &mut self.frag_ident,
-                        };
-                        rewrite::ipip(pkt, p, backend, ctx)
-                    }
-                    // `paths` and `backends` have the same length.
-                    (None, None) => Verdict::Drop(DropReason::NoBackend),
+                // The backend's own record only on the general path: it
+                // is in the version's second line, and reading it for every
+                // packet (a `match` on the pair) cost the 10 000-service
+                // bench about 7 % (`docs/performance.md`, session 7).
+                match fast {
+                    Some(verdict) => verdict,
+                    None => match live.version().backends.get(index) {
+                        Some(backend) => {
+                            let ctx = rewrite::EncapContext {
+                                settings: &snap.settings,
+                                spare: &mut self.spare,
+                                extra: &mut self.extra,
+                                frag_ident: &mut self.frag_ident,
+                            };
+                            rewrite::ipip(pkt, p, backend, ctx)
+                        }
+                        // `paths` and `backends` have the same length.
+                        None => Verdict::Drop(DropReason::NoBackend),
+                    },
                 }
             }
         };
