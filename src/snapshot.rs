@@ -143,10 +143,12 @@ pub struct Snapshot {
     /// that a derived snapshot shares the parts of both that it did not
     /// change (see `chunked`).
     versions: Chunked<Option<Arc<LiveVersion>>>,
-    /// VIP (as [`vip_key`]) → slot of the version holding it. One VIP
-    /// belongs to one version (the pools guarantee it), so the port is
-    /// checked after the lookup.
-    vips: VipIndex,
+    /// VIP (as [`vip_key`]) → the version holding it, the same `Arc` as
+    /// in `versions`: every place of a version inserts its VIPs afresh,
+    /// so an entry never outlives its version. One VIP belongs to one
+    /// version (the pools guarantee it), so the port is checked after the
+    /// lookup.
+    vips: VipIndex<Arc<LiveVersion>>,
     /// Indexed by slot: the service index of its version, [`NO_OWNER`] for
     /// a free slot. Lets `derive_replacing` find a service's versions
     /// without reading every version (control plane only).
@@ -500,8 +502,7 @@ impl Snapshot {
     /// burst's worth of them is cheap to keep between passes.
     #[inline]
     pub(crate) fn live_for_key(&self, key: u128) -> Option<&LiveVersion> {
-        let slot = self.vips.get(key)?;
-        self.versions.get(slot as usize)?.as_deref()
+        self.vips.get(key).map(|live| &**live)
     }
 
     /// The version in `slot`.
@@ -537,7 +538,7 @@ pub struct SnapshotBuilder<'p> {
     settings: DataplaneSettings,
     services: Arc<Vec<ServiceEntry>>,
     versions: Chunked<Option<Arc<LiveVersion>>>,
-    vips: VipIndex,
+    vips: VipIndex<Arc<LiveVersion>>,
     owners: Vec<u32>,
     changed: Vec<u32>,
 }
@@ -620,7 +621,7 @@ impl<'p> SnapshotBuilder<'p> {
             return Err(SnapshotError::SlotTaken(v.slot));
         }
         for (i, vip) in v.vips.iter().enumerate() {
-            if self.vips.insert(vip_key(vip), v.slot).is_some() {
+            if self.vips.insert(vip_key(vip), Arc::clone(&live)).is_some() {
                 // Undo this version's inserts: the builder stays consistent
                 // for a caller that reports the error and drops it.
                 for earlier in &v.vips[..i] {
@@ -767,6 +768,7 @@ mod tests {
         replaced.uid = 99;
         b.add(replaced).unwrap();
         let child = b.finish();
+        assert_vips_lead_to_their_versions(&child);
         assert_eq!(child.generation, 2);
         assert_eq!(child.changed_since(1), Some(&[2u32][..]));
         assert_eq!(child.changed_since(0), None, "only from its parent");
@@ -783,6 +785,30 @@ mod tests {
             }
         }
         assert!(Arc::ptr_eq(&child.services, &parent.services));
+    }
+
+    /// Every VIP of every version of `snap` leads to that very version,
+    /// and the index holds nothing else. The index holds the versions
+    /// themselves, so a version built again must bring its VIPs' entries
+    /// along; a stale entry would send packets to the replaced version's
+    /// backends and health.
+    fn assert_vips_lead_to_their_versions(snap: &Snapshot) {
+        let mut vips = 0;
+        for v in snap.versions() {
+            let live = snap.live(v.slot).unwrap();
+            for vip in &v.vips {
+                let found = snap.live_for_key(vip_key(vip)).unwrap();
+                assert!(
+                    std::ptr::eq(found, &**live),
+                    "VIP {vip} of slot {}: uid {} found, {} in the slot",
+                    v.slot,
+                    found.uid(),
+                    live.uid()
+                );
+                vips += 1;
+            }
+        }
+        assert_eq!(snap.vips.len(), vips);
     }
 
     fn tcp(port: u16) -> PortSpec {
@@ -807,6 +833,7 @@ mod tests {
             b.keep(slot).unwrap();
         }
         let child = b.finish();
+        assert_vips_lead_to_their_versions(&child);
         assert_eq!(child.changed_since(1), Some(&[2u32][..]));
         for slot in [0, 1, 3] {
             assert!(child.shares_version(&parent, slot), "slot {slot}");
@@ -906,6 +933,8 @@ mod tests {
         new.uid += 1_000_000;
         b.add(new).unwrap();
         let child = b.finish();
+        assert_vips_lead_to_their_versions(&child);
+        assert_vips_lead_to_their_versions(&parent);
 
         let slot_chunks = parent.slot_count().div_ceil(chunked::CHUNK);
         assert!(slot_chunks >= 16);
@@ -938,6 +967,7 @@ mod tests {
         let mut b = parent.derive(2, parent.settings.clone(), Arc::clone(&parent.services));
         b.keep(0).unwrap();
         let child = b.finish();
+        assert_vips_lead_to_their_versions(&child);
         assert_eq!(child.versions().count(), 1);
         let gone = parent.version(1).unwrap().vips[0];
         assert!(child.version_for_vip(&gone).is_none());

@@ -1,4 +1,4 @@
-//! The VIP → version-slot index that every packet reads.
+//! The VIP → version index that every packet reads.
 //!
 //! A flat open-addressing array with linear probing, at most half full. A
 //! lookup is one multiply, one load of a 24-byte entry and a compare in the
@@ -6,6 +6,11 @@
 //! probe (control-byte group, tag match, bitmask walk) at the same memory:
 //! 24 bytes per entry at load 1/4..1/2 against the map's 32 per bucket at
 //! up to 7/8.
+//!
+//! An entry holds the version itself (the snapshot's `Arc`), not its slot:
+//! going through the slot table cost each packet one more dependent load,
+//! of a line of its own once a thousand versions are in use
+//! (`docs/performance.md`, session 7).
 //!
 //! The snapshot builder inserts and removes on its own copy (removal by
 //! backward shift, so no tombstones slow later lookups); a published
@@ -19,32 +24,31 @@
 
 use super::chunked::Chunked;
 
-/// Marks an empty entry: version slots are below `MAX_VERSIONS`.
-const EMPTY: u32 = u32::MAX;
-
-#[derive(Debug, Clone, Copy)]
-struct Entry {
+#[derive(Debug, Clone)]
+struct Entry<V> {
     /// The VIP key ([`super::vip_key`]) in halves: 8-byte alignment keeps
-    /// the entry at 24 bytes.
+    /// the entry at 24 bytes with a pointer for a value.
     hi: u64,
     lo: u64,
-    /// The version slot, or [`EMPTY`].
-    slot: u32,
+    /// What the VIP maps to; `None` for an empty entry.
+    value: Option<V>,
 }
 
-const VACANT: Entry = Entry {
-    hi: 0,
-    lo: 0,
-    slot: EMPTY,
-};
+impl<V> Entry<V> {
+    const VACANT: Entry<V> = Entry {
+        hi: 0,
+        lo: 0,
+        value: None,
+    };
+}
 
 /// An immutable VIP → slot map (see the module documentation).
 #[derive(Debug, Clone)]
-pub(super) struct VipIndex {
+pub(super) struct VipIndex<V> {
     /// A power of two long, never more than half full, so every probe
     /// sequence ends at an empty entry. Chunked, so that a derived
     /// snapshot's index shares the chunks its changes did not touch.
-    entries: Chunked<Entry>,
+    entries: Chunked<Entry<V>>,
     /// `64 - log2(entries.len())`: the hash's top bits pick the start.
     shift: u32,
     len: usize,
@@ -56,13 +60,13 @@ fn halves(key: u128) -> (u64, u64) {
     ((key >> 64) as u64, key as u64)
 }
 
-impl VipIndex {
+impl<V: Clone> VipIndex<V> {
     /// An empty index with room for `n` keys before it grows.
-    pub(super) fn with_capacity(n: usize) -> VipIndex {
+    pub(super) fn with_capacity(n: usize) -> VipIndex<V> {
         // At least twice the keys, and at least 2 entries.
         let size = n.saturating_mul(2).max(2).next_power_of_two();
         VipIndex {
-            entries: Chunked::filled(size, VACANT),
+            entries: Chunked::filled(size, Entry::VACANT),
             shift: 64 - size.trailing_zeros(),
             len: 0,
         }
@@ -83,13 +87,9 @@ impl VipIndex {
         usize::try_from(x >> self.shift).unwrap_or(0)
     }
 
-    /// Maps `key` to `slot`, unless `key` is there already: then nothing
-    /// changes and the slot holding it is returned. `slot` must not be
-    /// `u32::MAX` (the empty marker); such a pair is not stored.
-    pub(super) fn insert(&mut self, key: u128, slot: u32) -> Option<u32> {
-        if slot == EMPTY {
-            return None;
-        }
+    /// Maps `key` to `value`, unless `key` is there already: then nothing
+    /// changes and the value it maps to is returned.
+    pub(super) fn insert(&mut self, key: u128, value: V) -> Option<V> {
         if (self.len + 1) * 2 > self.entries.len() {
             self.grow();
         }
@@ -99,71 +99,77 @@ impl VipIndex {
         // Bounded: the table is at most half full, so an empty entry
         // comes long before the end.
         for _ in 0..self.entries.len() {
-            let e = *self.entries.get(i)?;
-            if e.slot == EMPTY {
-                *self.entries.get_mut(i)? = Entry { hi, lo, slot };
+            let e = self.entries.get(i)?;
+            let Some(held) = &e.value else {
+                *self.entries.get_mut(i)? = Entry {
+                    hi,
+                    lo,
+                    value: Some(value),
+                };
                 self.len += 1;
                 return None;
-            }
+            };
             if e.hi == hi && e.lo == lo {
-                return Some(e.slot);
+                return Some(held.clone());
             }
             i = (i + 1) & mask;
         }
         None
     }
 
-    /// Removes `key`, returning its slot. The entries after it in its
+    /// Removes `key`, returning its value. The entries after it in its
     /// cluster move back into the hole when their probe start allows it
     /// (Knuth's algorithm R), so lookups never meet a tombstone.
-    pub(super) fn remove(&mut self, key: u128) -> Option<u32> {
+    pub(super) fn remove(&mut self, key: u128) -> Option<V> {
         let (hi, lo) = halves(key);
         let mask = self.entries.len() - 1;
         let mut i = self.start(hi, lo);
         let mut found = None;
         for _ in 0..self.entries.len() {
             let e = self.entries.get(i)?;
-            if e.slot == EMPTY {
-                return None;
-            }
+            e.value.as_ref()?;
             if e.hi == hi && e.lo == lo {
-                found = Some(e.slot);
+                found = Some(i);
                 break;
             }
             i = (i + 1) & mask;
         }
-        let slot = found?;
+        let removed = self.entries.get_mut(found?)?.value.take();
         let mut hole = i;
         let mut j = i;
         for _ in 0..self.entries.len() {
             j = (j + 1) & mask;
-            let e = *self.entries.get(j)?;
-            if e.slot == EMPTY {
+            let e = self.entries.get(j)?;
+            if e.value.is_none() {
                 break;
             }
             // `e` may fill the hole when its start is not cyclically in
             // (hole, j]: its probe sequence then passes the hole.
             let start = self.start(e.hi, e.lo);
+            let _ = e;
             let stays = if hole <= j {
                 hole < start && start <= j
             } else {
                 hole < start || start <= j
             };
             if !stays {
-                *self.entries.get_mut(hole)? = e;
+                let moved = std::mem::replace(self.entries.get_mut(j)?, Entry::VACANT);
+                *self.entries.get_mut(hole)? = moved;
                 hole = j;
             }
         }
-        *self.entries.get_mut(hole)? = VACANT;
+        *self.entries.get_mut(hole)? = Entry::VACANT;
         self.len -= 1;
-        Some(slot)
+        removed
     }
 
     /// Doubles the table and re-inserts every entry.
     fn grow(&mut self) {
         let old = std::mem::replace(self, VipIndex::with_capacity(self.entries.len()));
-        for e in old.entries.iter().filter(|e| e.slot != EMPTY) {
-            self.insert((u128::from(e.hi) << 64) | u128::from(e.lo), e.slot);
+        for e in old.entries.iter() {
+            if let Some(v) = &e.value {
+                self.insert((u128::from(e.hi) << 64) | u128::from(e.lo), v.clone());
+            }
         }
     }
 
@@ -174,13 +180,13 @@ impl VipIndex {
     }
 
     #[cfg(test)]
-    pub(super) fn shared_chunks(&self, other: &VipIndex) -> usize {
+    pub(super) fn shared_chunks(&self, other: &VipIndex<V>) -> usize {
         self.entries.shared_chunks(&other.entries)
     }
 
-    /// The slot of the version holding `key`, if any.
+    /// What `key` maps to, if anything.
     #[inline]
-    pub(super) fn get(&self, key: u128) -> Option<u32> {
+    pub(super) fn get(&self, key: u128) -> Option<&V> {
         let (hi, lo) = halves(key);
         let mask = self.entries.len() - 1;
         let mut i = self.start(hi, lo);
@@ -188,11 +194,9 @@ impl VipIndex {
         // the loop ends at an empty entry long before.
         for _ in 0..self.entries.len() {
             let e = self.entries.get(i)?;
-            if e.hi == hi && e.lo == lo && e.slot != EMPTY {
-                return Some(e.slot);
-            }
-            if e.slot == EMPTY {
-                return None;
+            let value = e.value.as_ref()?;
+            if e.hi == hi && e.lo == lo {
+                return Some(value);
             }
             i = (i + 1) & mask;
         }
@@ -222,10 +226,10 @@ mod tests {
         assert_eq!(index.len(), pairs.len());
         assert!(index.entries.len() >= 2 * pairs.len());
         for (k, v) in pairs {
-            assert_eq!(index.get(*k), Some(*v), "{k:#x}");
+            assert_eq!(index.get(*k).copied(), Some(*v), "{k:#x}");
         }
         for k in probes {
-            assert_eq!(index.get(*k), pairs.get(k).copied(), "{k:#x}");
+            assert_eq!(index.get(*k).copied(), pairs.get(k).copied(), "{k:#x}");
         }
     }
 
@@ -267,17 +271,6 @@ mod tests {
         check(&pairs, &[k, k + 1]);
     }
 
-    /// The reserved slot value is never stored, so it cannot be returned.
-    #[test]
-    fn empty_marker_is_not_a_slot() {
-        let mut index = VipIndex::with_capacity(2);
-        index.insert(5, EMPTY);
-        index.insert(6, 1);
-        assert_eq!(index.get(5), None);
-        assert_eq!(index.get(6), Some(1));
-        assert_eq!(index.len(), 1);
-    }
-
     /// A random sequence of inserts and removes, with keys drawn from a
     /// small set so that clusters form, wrap around the end and get holes
     /// punched in them, agrees with a `HashMap` after every step.
@@ -304,7 +297,7 @@ mod tests {
                 assert!(index.len() * 2 <= index.entries.len());
                 for k in &keys {
                     assert_eq!(
-                        index.get(*k),
+                        index.get(*k).copied(),
                         model.get(k).copied(),
                         "round {round} step {step}"
                     );
