@@ -42,7 +42,7 @@ impl<V> Entry<V> {
     };
 }
 
-/// An immutable VIP → slot map (see the module documentation).
+/// An immutable map from VIP to `V` (see the module documentation).
 #[derive(Debug, Clone)]
 pub(super) struct VipIndex<V> {
     /// A power of two long, never more than half full, so every probe
@@ -127,6 +127,7 @@ impl<V: Clone> VipIndex<V> {
         let mut found = None;
         for _ in 0..self.entries.len() {
             let e = self.entries.get(i)?;
+            // An empty entry ends the probe: `key` is not there.
             e.value.as_ref()?;
             if e.hi == hi && e.lo == lo {
                 found = Some(i);
@@ -146,7 +147,6 @@ impl<V: Clone> VipIndex<V> {
             // `e` may fill the hole when its start is not cyclically in
             // (hole, j]: its probe sequence then passes the hole.
             let start = self.start(e.hi, e.lo);
-            let _ = e;
             let stays = if hole <= j {
                 hole < start && start <= j
             } else {
