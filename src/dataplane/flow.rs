@@ -21,6 +21,7 @@ use ahash::RandomState;
 use hashbrown::HashTable;
 
 use super::hugepages::HugePages;
+use super::prefetch::prefetch;
 
 mod key;
 
@@ -164,11 +165,12 @@ enum Class {
 
 const CLASSES: [Class; 3] = [Class::Tcp, Class::Closing, Class::Other];
 
-/// Where a flow's entry was found by [`FlowTable::locate`] (a node index,
-/// or nowhere), and when: the table's count of entries added and removed
-/// at the time. Only a hint, for the table that made it:
-/// [`FlowTable::lookup_located`] trusts it as it is when that count has not
-/// moved since, and checks it otherwise.
+/// Where [`FlowTable::locate`] found a candidate for a flow's entry (a node
+/// index, or nowhere), and when: the table's count of entries added and
+/// removed at the time. Only a hint, for the table that made it:
+/// [`FlowTable::lookup_located`] uses the node only once it has compared
+/// the node's key with the flow's, and trusts "nowhere" only when that
+/// count has not moved since.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Located {
     node: u32,
@@ -447,24 +449,47 @@ impl FlowTable {
         self.lookup_located(key, Located::NOWHERE, now, flags)
     }
 
-    /// Where `key`'s entry is now, read without changing anything: the
+    /// Where `key`'s entry probably is, read without changing anything: the
     /// first half of a lookup, for a caller that locates a whole burst's
     /// flows before it looks any of them up (see
     /// [`FlowTable::lookup_located`]).
+    ///
+    /// The node is the first of the index whose 7-bit tag matches the
+    /// key's hash, and its line is prefetched; its key is not compared
+    /// here. Reading it would wait for that line, and a plain load keeps
+    /// its place in the core's reorder window until the line comes, which
+    /// lets only a few packets' probes overlap; comparing it in
+    /// `lookup_located`, a pass later, finds it in cache. "Nowhere" means
+    /// no tag matched: the key is not in the table.
     #[inline]
     pub fn locate(&self, key: &FlowKey) -> Located {
+        let nodes = &self.nodes;
+        let first = self.index.find(self.index_hash(key), |&i| {
+            if let Some(n) = nodes.get(i as usize) {
+                prefetch(n);
+            }
+            true
+        });
         Located {
-            node: self.find(self.index_hash(key), key).unwrap_or(NIL),
+            node: first.copied().unwrap_or(NIL),
             changes: self.changes,
         }
     }
 
+    /// The backend in the node that `at` names, as it is: the node may hold
+    /// another flow, or none. Only for prefetching that backend's path
+    /// before the lookup; `lookup_located` gives the flow's real entry.
+    #[inline]
+    pub fn located_backend(&self, at: Located) -> Option<u16> {
+        self.nodes.get(at.node as usize).map(|n| n.backend)
+    }
+
     /// [`FlowTable::lookup`], starting from where [`FlowTable::locate`]
-    /// found the key earlier. When no entry was added or removed since,
-    /// that answer stands, found or not. Otherwise (an entry removed, its
-    /// node reused) the node is used only if it is still in use and holds
-    /// `key`, which makes it the key's entry, as a key has one; else the
-    /// index is probed again.
+    /// found a candidate earlier. The node is used if it is in use and
+    /// holds `key`, which makes it the key's entry, as a key has one. "No
+    /// candidate" stands when no entry was added or removed since. In
+    /// every other case (another flow's tag matched first, an entry was
+    /// added, the node was freed or reused) the index is probed again.
     ///
     /// Why: in a loop that looks up one flow after another, each lookup
     /// waits for its index group, its index slot and its node to come from
@@ -480,13 +505,10 @@ impl FlowTable {
         flags: TcpFlags,
     ) -> Option<FlowEntry> {
         let now = self.tick(now);
-        let idx = if at.changes == self.changes {
-            (at.node != NIL).then_some(at.node)?
-        } else {
-            match self.nodes.get(at.node as usize) {
-                Some(n) if n.protocol != FREE_PROTOCOL && n.matches(key) => at.node,
-                _ => self.find(self.index_hash(key), key)?,
-            }
+        let idx = match self.nodes.get(at.node as usize) {
+            Some(n) if n.protocol != FREE_PROTOCOL && n.matches(key) => at.node,
+            None if at.changes == self.changes => return None,
+            _ => self.find(self.index_hash(key), key)?,
         };
         let i = idx as usize;
         let node = self.nodes.get(i)?;
