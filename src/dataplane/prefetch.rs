@@ -3,14 +3,14 @@
 //! The pipeline takes a burst through in passes (see `Pipeline::process`):
 //! each pass asks for the lines that the next one reads (the version, the
 //! flow's node, the counters and the backend's path), so that their
-//! misses, a few hundred cycles each with thousands of services, overlap
+//! misses (tens of cycles each from L2 and L3, hundreds from memory) overlap
 //! instead of waiting in turn. A plain load would do the same for a
 //! single packet, but it holds its place in the core's reorder window until
 //! the line arrives; a prefetch retires at once, so a whole burst's lines
 //! are in flight together.
 //!
-//! Unsafe code (the crate denies it elsewhere in the data plane): one
-//! intrinsic that cannot fault.
+//! Unsafe code (the crate denies it outside a few modules): one intrinsic
+//! that cannot fault.
 #![allow(unsafe_code)]
 
 /// Starts loading the line that holds the start of `value` into every
