@@ -183,7 +183,7 @@ impl Pipeline {
             // version; then, from those two, prefetch the version's
             // counters and the flow's backend path. Alternated with the
             // code before them, the passes raised the median rate by 9 to
-            // 16 % at 1 000 flows and by 74 to 80 % at 100 000
+            // 20 % at 1 000 flows and by 74 to 80 % at 100 000
             // (docs/performance.md, session 8).
             let mut parsed = [Parsed::EMPTY; STAGE];
             let mut outcome = [Ok(()); STAGE];
