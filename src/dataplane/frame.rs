@@ -33,6 +33,13 @@ pub trait FrameBuf {
     /// Returns false, changing nothing, when it does not fit.
     fn copy_from(&mut self, frame: &[u8]) -> bool;
 
+    /// Length of the frame: `bytes().len()`, which an implementation that
+    /// keeps the length can give without checking its bounds.
+    #[inline]
+    fn frame_len(&self) -> usize {
+        self.bytes().len()
+    }
+
     /// [`set_len`](FrameBuf::set_len)`(len)`, then
     /// [`prepend`](FrameBuf::prepend)`(n)`, then the frame: what IP-in-IP
     /// does to every packet (drop the Ethernet padding, make room for the
@@ -126,6 +133,11 @@ impl FrameBuf for PacketBuf {
     }
 
     #[inline]
+    fn frame_len(&self) -> usize {
+        self.len
+    }
+
+    #[inline]
     fn prepend(&mut self, n: usize) -> bool {
         if n > self.start {
             return false;
@@ -185,12 +197,14 @@ mod tests {
         assert!(b.prepend(2));
         b.bytes_mut()[..2].copy_from_slice(&[9, 8]);
         assert_eq!(b.bytes(), &[9, 8, 1, 2, 3]);
+        assert_eq!(b.frame_len(), 5);
         assert!(b.trim_front(2));
         assert_eq!(b.bytes(), &[1, 2, 3]);
         assert!(!b.prepend(HEADROOM + 1));
         assert!(!b.trim_front(4));
         assert!(b.set_len(1));
         assert_eq!(b.bytes(), &[1]);
+        assert_eq!(b.frame_len(), 1);
         assert!(!b.set_len(MAX_FRAME + 1));
     }
 

@@ -133,6 +133,38 @@ fn a_known_flow_leaves_a_backend_marked_unhealthy() {
     assert!((0..3).any(|j| crate::testkit::backend_mac(0, j) == now_to));
 }
 
+/// A version's byte counter adds up the frames as they arrived (Ethernet
+/// padding included, before any outer header), for forwarded frames only.
+#[test]
+fn forwarded_frames_count_their_bytes_as_received() {
+    for forwarding in [Forwarding::Ipip, Forwarding::L2dsr] {
+        let snap = crate::testkit::snapshot(1, 3, forwarding, 251).expect("snapshot");
+        let uid = snap.version(0).expect("version 0").uid;
+        let mut pipe = crate::testkit::pipeline(1024);
+        // A bare SYN is 54 bytes; padded to the Ethernet minimum, 60.
+        let bare = to_service_0(true).bytes().to_vec();
+        let mut padded = bare.clone();
+        padded.resize(60, 0);
+        let mut long = Vec::new();
+        etherparse::PacketBuilder::ethernet2(crate::testkit::CLIENT_MAC, crate::testkit::LB_MAC)
+            .ipv4([192, 0, 2, 8], crate::testkit::vip_v4(0).octets(), 64)
+            .tcp(40_001, 80, 1, 1000)
+            .write(&mut long, &[7u8; 100])
+            .expect("frame");
+        let mut unknown = bare.clone();
+        unknown[14 + 16..14 + 20].copy_from_slice(&[198, 51, 100, 250]);
+        let mut bufs = [&bare, &padded, &long, &unknown].map(|f| PacketBuf::from_slice(f));
+        assert_eq!((bare.len(), long.len()), (54, 154));
+        let mut verdicts = [Verdict::Drop(DropReason::Malformed); 4];
+        pipe.process(&snap, 1, &mut bufs, &mut verdicts);
+        assert_eq!(verdicts[..3], [Verdict::Forward; 3], "{forwarding:?}");
+        assert_eq!(verdicts[3], Verdict::Drop(DropReason::NoService));
+        let c = pipe.stats().version(0, uid).expect("counters of version 0");
+        assert_eq!(c.packets.get(), 3, "{forwarding:?}");
+        assert_eq!(c.bytes.get(), 54 + 60 + 154, "{forwarding:?}");
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(4000))]
 
