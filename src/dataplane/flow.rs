@@ -17,13 +17,17 @@
 //! the evicted flow the same backend again; it only loses the stickiness
 //! that protects flows of an unhealthy backend.
 
-use ahash::RandomState;
 use hashbrown::HashTable;
 
 use super::hugepages::HugePages;
 use super::prefetch::prefetch;
 
+mod index_hash;
 mod key;
+mod lru;
+
+use index_hash::{index_hash, IndexHasher};
+use lru::List;
 
 pub use key::{hash_3tuple, FlowKey};
 
@@ -263,20 +267,12 @@ impl Node {
     }
 }
 
-#[derive(Clone, Copy, Debug)]
-struct List {
-    /// Most recently seen.
-    head: u32,
-    /// Least recently seen.
-    tail: u32,
-}
-
 /// A bounded, preallocated flow table with exact idle expiry, LRU eviction
 /// and per-version active-flow counts.
 ///
 /// Index: a `hashbrown::HashTable` of `u32` node indices keyed by a
-/// randomly seeded ahash of the 5-tuple (clients choose their tuples, so
-/// the index must not be predictable); it reserves twice the capacity so
+/// randomly keyed hash of the 5-tuple (`index_hash.rs`: clients choose
+/// their tuples, so the index must not be predictable); it reserves twice the capacity so
 /// that deletions can always be cleaned up in place and it never grows.
 /// Nodes live in a slab of 64-byte lines, linked into three LRU lists (one
 /// per timeout class) or the free list. Both are in transparent huge pages
@@ -727,169 +723,6 @@ impl FlowTable {
             last_seen: node.last_seen,
         }
     }
-
-    /// The oldest list tail that has expired at `now`. Expired entries of a
-    /// list form its tail end, so this finds the oldest expired entry.
-    fn oldest_expired(&self, now: u64) -> Option<u32> {
-        self.tails()
-            .filter(|&i| self.is_expired(&self.nodes[i as usize], now))
-            .min_by_key(|&i| self.nodes[i as usize].last_seen)
-    }
-
-    fn tails(&self) -> impl Iterator<Item = u32> + '_ {
-        CLASSES
-            .iter()
-            .map(|&c| self.lists[c as usize].tail)
-            .filter(|&t| t != NIL)
-    }
-
-    /// Frees one node of a full table: the oldest expired entry if any,
-    /// else the least recently seen one (the oldest of the three tails).
-    fn make_room(&mut self, now: u64) {
-        if let Some(idx) = self.oldest_expired(now) {
-            self.remove_node(idx);
-        } else if let Some(idx) = self
-            .tails()
-            .min_by_key(|&i| self.nodes[i as usize].last_seen)
-        {
-            self.remove_node(idx);
-            self.evictions = self.evictions.saturating_add(1);
-        }
-    }
-
-    /// Takes node `idx` out of the index, its list and the counts, and puts
-    /// it on the free list.
-    fn remove_node(&mut self, idx: u32) {
-        let node = &self.nodes[idx as usize];
-        let hash = self.index_hash(&node.key());
-        let class = node.class();
-        if let Ok(entry) = self.index.find_entry(hash, |&i| i == idx) {
-            entry.remove();
-        }
-        self.unlink(idx, class);
-        self.uncount(idx);
-        let node = &mut self.nodes[idx as usize];
-        node.next = self.free;
-        // Marks it free for `lookup_located`.
-        node.protocol = FREE_PROTOCOL;
-        self.changes = self.changes.wrapping_add(1);
-        self.free = idx;
-        self.len = self.len.saturating_sub(1);
-    }
-
-    /// Decrements the count of node `idx`'s version unless the entry is
-    /// stale (its slot now belongs to another version).
-    fn uncount(&mut self, idx: u32) {
-        let node = &self.nodes[idx as usize];
-        if self.is_stale(node) || node.state != FlowState::Open {
-            return;
-        }
-        if let Some(c) = self.counts.get_mut(node.slot as usize) {
-            *c = c.saturating_sub(1);
-        }
-    }
-
-    fn pop_free(&mut self) -> Option<u32> {
-        let idx = self.free;
-        let node = self.nodes.get(idx as usize)?;
-        self.free = node.next;
-        Some(idx)
-    }
-
-    /// Unlinks `idx` from the list of `class` (the class it was linked
-    /// under, which may differ from its current state's).
-    fn unlink(&mut self, idx: u32, class: Class) {
-        let Node { prev, next, .. } = self.nodes[idx as usize];
-        let list = &mut self.lists[class as usize];
-        match self.nodes.get_mut(prev as usize) {
-            Some(p) => p.next = next,
-            None => list.head = next,
-        }
-        match self.nodes.get_mut(next as usize) {
-            Some(n) => n.prev = prev,
-            None => list.tail = prev,
-        }
-    }
-
-    /// Links `idx` at the head of the list of its current class.
-    fn push_front(&mut self, idx: u32) {
-        let class = self.nodes[idx as usize].class();
-        let list = &mut self.lists[class as usize];
-        let old = list.head;
-        list.head = idx;
-        if old == NIL {
-            list.tail = idx;
-        }
-        if let Some(h) = self.nodes.get_mut(old as usize) {
-            h.prev = idx;
-        }
-        let node = &mut self.nodes[idx as usize];
-        node.prev = NIL;
-        node.next = old;
-    }
-}
-
-/// The flow table's private index hash, keyed with random secrets per
-/// table: clients choose their 5-tuples, so the index must not be
-/// predictable or they could pile their flows into one probe chain.
-///
-/// Same construction as ahash's portable fallback (which this replaced,
-/// for about a third of its instructions on a 37-byte key): each pair of
-/// 64-bit words is mixed with secret keys by a "folded multiply" (the
-/// 128-bit product's halves XORed), and the three lane results are folded
-/// once more. (Folding the ports into the final multiply directly saves
-/// one multiply but skews the low bits: see the test
-/// `index_hash_spreads_and_depends_on_every_field`.) The keys come from
-/// ahash's `RandomState`, i.e. the OS's random source. Unrelated to the fixed `FlowKey::flow_hash`, which picks
-/// backends and must be the same everywhere.
-#[derive(Clone, Copy)]
-struct IndexHasher {
-    keys: [u64; 8],
-}
-
-impl IndexHasher {
-    fn random() -> IndexHasher {
-        let seed = RandomState::new();
-        let mut keys = [0u64; 8];
-        for (i, k) in (0u64..).zip(keys.iter_mut()) {
-            *k = seed.hash_one(i);
-        }
-        IndexHasher { keys }
-    }
-
-    #[inline]
-    fn hash(&self, key: &FlowKey) -> u64 {
-        let k = &self.keys;
-        let (s0, s1) = halves(&key.src);
-        let (d0, d1) = halves(&key.dst);
-        let rest = (u64::from(key.src_port) << 24)
-            | (u64::from(key.dst_port) << 8)
-            | u64::from(key.protocol);
-        let a = folded_multiply(s0 ^ k[0], s1 ^ k[1]);
-        let b = folded_multiply(d0 ^ k[2], d1 ^ k[3]);
-        let c = folded_multiply(rest ^ k[4], a ^ k[5]);
-        folded_multiply(b ^ k[6], c ^ k[7])
-    }
-}
-
-/// The 128-bit product of `a` and `b`, its halves XORed.
-#[inline(always)]
-#[allow(clippy::cast_possible_truncation)] // splitting into halves on purpose
-fn folded_multiply(a: u64, b: u64) -> u64 {
-    let p = u128::from(a) * u128::from(b);
-    (p as u64) ^ ((p >> 64) as u64)
-}
-
-#[inline(always)]
-#[allow(clippy::cast_possible_truncation)] // splitting into halves on purpose
-fn halves(a: &[u8; 16]) -> (u64, u64) {
-    let x = u128::from_ne_bytes(*a);
-    (x as u64, (x >> 64) as u64)
-}
-
-#[inline(always)]
-fn index_hash(hasher: &IndexHasher, key: &FlowKey) -> u64 {
-    hasher.hash(key)
 }
 
 #[cfg(test)]
