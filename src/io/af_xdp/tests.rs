@@ -2,13 +2,17 @@
 //! playing the kernel's side of each ring.
 #![allow(clippy::cast_possible_truncation)] // test offsets are small; x86-64 and arm64 only
 
-use super::sys::{XdpMmapOffsets, XdpRingOffset, XdpStatistics};
-use super::*;
-
 use std::cell::RefCell;
-use std::os::fd::BorrowedFd;
+use std::os::fd::{BorrowedFd, OwnedFd};
+use std::ptr::NonNull;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU32, Ordering};
+
+use super::sys::{
+    Mapping, SockaddrXdp, XdpDesc, XdpMmapOffsets, XdpRingOffset, XdpStatistics, XdpUmemReg,
+};
+use super::*;
+use crate::dataplane::frame::FrameBuf;
 
 /// Heap memory standing in for a mapping (8-byte aligned, zeroed).
 struct HeapMap(Box<[u64]>);
