@@ -26,7 +26,7 @@ mod index_hash;
 mod key;
 mod lru;
 
-use index_hash::{index_hash, IndexHasher};
+use index_hash::IndexHasher;
 use lru::List;
 
 pub use key::{hash_3tuple, FlowKey};
@@ -272,8 +272,9 @@ impl Node {
 ///
 /// Index: a `hashbrown::HashTable` of `u32` node indices keyed by a
 /// randomly keyed hash of the 5-tuple (`index_hash.rs`: clients choose
-/// their tuples, so the index must not be predictable); it reserves twice the capacity so
-/// that deletions can always be cleaned up in place and it never grows.
+/// their tuples, so the index must not be predictable); it reserves twice
+/// the capacity so that deletions can always be cleaned up in place and it
+/// never grows.
 /// Nodes live in a slab of 64-byte lines, linked into three LRU lists (one
 /// per timeout class) or the free list. Both are in transparent huge pages
 /// where the kernel has them ([`HugePages`]): sized for the configured
@@ -615,9 +616,7 @@ impl FlowTable {
                 };
                 let (nodes, hasher) = (&self.nodes, &self.hasher);
                 self.index.insert_unique(hash, idx, |&i| {
-                    nodes
-                        .get(i as usize)
-                        .map_or(0, |n| index_hash(hasher, &n.key()))
+                    nodes.get(i as usize).map_or(0, |n| hasher.hash(&n.key()))
                 });
                 self.changes = self.changes.wrapping_add(1);
                 self.len = self.len.saturating_add(1);
@@ -690,7 +689,7 @@ impl FlowTable {
 
     #[inline]
     fn index_hash(&self, key: &FlowKey) -> u64 {
-        index_hash(&self.hasher, key)
+        self.hasher.hash(key)
     }
 
     /// The node of `key`, whose index hash is `hash`: one probe.

@@ -63,8 +63,3 @@ fn halves(a: &[u8; 16]) -> (u64, u64) {
     let x = u128::from_ne_bytes(*a);
     (x as u64, (x >> 64) as u64)
 }
-
-#[inline(always)]
-pub(super) fn index_hash(hasher: &IndexHasher, key: &FlowKey) -> u64 {
-    hasher.hash(key)
-}
