@@ -3,21 +3,22 @@
 
 use super::*;
 
-/// A TCP frame from a client to service 0's IPv4 VIP, port 80.
-fn to_service_0(syn: bool) -> PacketBuf {
+/// A TCP frame from a client to service 0's IPv4 VIP, port 80, carrying
+/// `payload` bytes.
+fn to_service_0(syn: bool, payload: usize) -> PacketBuf {
     let mut v = Vec::new();
     let b =
         etherparse::PacketBuilder::ethernet2(crate::testkit::CLIENT_MAC, crate::testkit::LB_MAC)
             .ipv4([192, 0, 2, 7], crate::testkit::vip_v4(0).octets(), 64)
             .tcp(40_000, 80, 1, 1000);
     let b = if syn { b.syn() } else { b.ack(1) };
-    b.write(&mut v, &[]).expect("frame");
+    b.write(&mut v, &vec![7u8; payload]).expect("frame");
     PacketBuf::from_slice(&v)
 }
 
 /// One frame through `pipe`: its verdict and the MAC it was sent to.
 fn forward_one(pipe: &mut Pipeline, snap: &Snapshot, now: u64, syn: bool) -> (Verdict, [u8; 6]) {
-    let mut bufs = [to_service_0(syn)];
+    let mut bufs = [to_service_0(syn, 0)];
     let mut verdicts = [Verdict::Drop(DropReason::NoService)];
     pipe.process(snap, now, &mut bufs, &mut verdicts);
     let mut mac = [0u8; 6];
@@ -62,15 +63,10 @@ fn forwarded_frames_count_their_bytes_as_received() {
         let uid = snap.version(0).expect("version 0").uid;
         let mut pipe = crate::testkit::pipeline(1024);
         // A bare SYN is 54 bytes; padded to the Ethernet minimum, 60.
-        let bare = to_service_0(true).bytes().to_vec();
+        let bare = to_service_0(true, 0).bytes().to_vec();
         let mut padded = bare.clone();
         padded.resize(60, 0);
-        let mut long = Vec::new();
-        etherparse::PacketBuilder::ethernet2(crate::testkit::CLIENT_MAC, crate::testkit::LB_MAC)
-            .ipv4([192, 0, 2, 8], crate::testkit::vip_v4(0).octets(), 64)
-            .tcp(40_001, 80, 1, 1000)
-            .write(&mut long, &[7u8; 100])
-            .expect("frame");
+        let long = to_service_0(false, 100).bytes().to_vec();
         let mut unknown = bare.clone();
         unknown[14 + 16..14 + 20].copy_from_slice(&[198, 51, 100, 250]);
         let mut bufs = [&bare, &padded, &long, &unknown].map(|f| PacketBuf::from_slice(f));
