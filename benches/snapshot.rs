@@ -464,7 +464,7 @@ fn traffic(layout: Layout) -> Traffic {
 /// publishes over 500 services.
 fn publish_k(plane: &ControlPlane, layout: Layout, k: usize) {
     let i = (k / 2) as u32;
-    if k % 2 == 0 {
+    if k.is_multiple_of(2) {
         plane
             .rollout(&format!("s{i}"), &backend_set(layout, i, true))
             .expect("rollout");

@@ -91,7 +91,7 @@ impl ServiceEntry {
 fn lists(ports: &[PortSpec], protocol: Protocol, port: Option<u16>) -> bool {
     ports
         .iter()
-        .any(|p| p.protocol == protocol && port.map_or(true, |n| p.port == n))
+        .any(|p| p.protocol == protocol && port.is_none_or(|n| p.port == n))
 }
 
 /// A backend of a version.

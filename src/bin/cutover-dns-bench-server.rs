@@ -83,7 +83,7 @@ fn main() -> Result<()> {
         args.services
     );
     let deadline = (args.duration > 0).then(|| Instant::now() + Duration::from_secs(args.duration));
-    while !stop.load(Ordering::Relaxed) && deadline.map_or(true, |d| Instant::now() < d) {
+    while !stop.load(Ordering::Relaxed) && deadline.is_none_or(|d| Instant::now() < d) {
         std::thread::sleep(Duration::from_millis(50));
     }
     let counts: Vec<String> = Rcode::ALL

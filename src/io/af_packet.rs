@@ -269,7 +269,7 @@ fn invalid(msg: impl Into<String>) -> AfPacketError {
 fn geometry(o: &AfPacketOptions) -> Result<Geometry, AfPacketError> {
     const PAGE: u32 = 4096;
     let ring = |name: &str, block: u32, count: u32, frame: u32, min_frame: u32| {
-        if block == 0 || block % PAGE != 0 {
+        if block == 0 || !block.is_multiple_of(PAGE) {
             return Err(invalid(format!(
                 "{name} block size {block} must be a positive multiple of {PAGE}"
             )));
@@ -277,7 +277,7 @@ fn geometry(o: &AfPacketOptions) -> Result<Geometry, AfPacketError> {
         if count == 0 {
             return Err(invalid(format!("{name} block count must be positive")));
         }
-        if frame % 16 != 0 || frame < min_frame || frame > block {
+        if !frame.is_multiple_of(16) || frame < min_frame || frame > block {
             return Err(invalid(format!(
                 "{name} frame size {frame} must be a multiple of 16 between {min_frame} and the block size {block}"
             )));

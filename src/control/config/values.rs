@@ -390,7 +390,7 @@ impl FromConfigStr for Base64 {
 /// Standard base64 with padding; `None` if `s` is not valid.
 pub(super) fn decode_base64(s: &str) -> Option<Vec<u8>> {
     let bytes = s.as_bytes();
-    if bytes.len() % 4 != 0 {
+    if !bytes.len().is_multiple_of(4) {
         return None;
     }
     let pad = bytes.iter().rev().take_while(|&&b| b == b'=').count();
@@ -449,7 +449,7 @@ pub(super) fn is_prime(n: u64) -> bool {
     }
     let mut d = 2u64;
     while d.saturating_mul(d) <= n {
-        if n % d == 0 {
+        if n.is_multiple_of(d) {
             return false;
         }
         d += 1;

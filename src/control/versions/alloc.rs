@@ -112,7 +112,7 @@ impl VersionManager {
                 healthy: known
                     .iter()
                     .find(|b| b.addr == *a)
-                    .map_or(true, |b| b.healthy),
+                    .is_none_or(|b| b.healthy),
             })
             .collect();
         let table =

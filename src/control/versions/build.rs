@@ -231,6 +231,6 @@ fn same_version(
         && p.backends.iter().zip(&v.backends).all(|(pb, b)| {
             pb.addr == b.addr
                 && pb.healthy == b.healthy
-                && resolve.map_or(true, |r| pb.next_hop == r(b))
+                && resolve.is_none_or(|r| pb.next_hop == r(b))
         })
 }

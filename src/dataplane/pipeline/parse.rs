@@ -229,7 +229,7 @@ fn parse_v6(frame: &[u8], p: &mut Parsed) -> Result<(), DropReason> {
     p.key.protocol = u8::from(upper.protocol);
     p.fragment = upper.fragment.is_some();
     p.dont_frag = true;
-    let first = upper.fragment.map_or(true, |f| f.offset == 0);
+    let first = upper.fragment.is_none_or(|f| f.offset == 0);
     if first {
         let l4 = bytes
             .get(upper.offset..p.ip_len)

@@ -234,7 +234,7 @@ impl RxRing {
     /// it does not lie inside the block.
     fn frame_at(&self, block: *const u8, off: usize) -> Option<Frame> {
         if off < field::BLOCK_DESC_LEN
-            || off % 8 != 0
+            || !off.is_multiple_of(8)
             || off.checked_add(field::PKTTYPE + 1)? > self.block_size
         {
             return None;
