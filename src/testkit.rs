@@ -10,12 +10,15 @@ use std::sync::Arc;
 use crate::control::bootstrap;
 use crate::control::config::{Forwarding, PortSpec, Protocol};
 use crate::dataplane::flow::FlowTimeouts;
-use crate::dataplane::frame::PacketBuf;
-use crate::dataplane::pipeline::{Pipeline, PipelineOptions, Verdict};
-use crate::dataplane::stats::{DropReason, WorkerStats};
+use crate::dataplane::pipeline::{Pipeline, PipelineOptions};
+use crate::dataplane::stats::WorkerStats;
 use crate::snapshot::{
     Backend, DataplaneSettings, ServiceEntry, Snapshot, SnapshotError, VersionEntry, VersionState,
 };
+
+mod fuzz;
+
+pub use fuzz::{split_frames, FuzzHarness, FuzzOutcome, FUZZ_MTU, MAX_FRAMES};
 
 /// MAC of the load balancer in synthetic frames.
 pub const LB_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
@@ -147,21 +150,4 @@ pub fn pipeline(flow_table_size: usize) -> Pipeline {
         },
         Arc::new(WorkerStats::new()),
     )
-}
-
-/// One arbitrary frame through both forwarding modes with a small MTU (so
-/// encapsulation, fragmentation and ICMP errors are all reachable). For the
-/// fuzzer and the property tests: it must never panic.
-pub fn fuzz_one(data: &[u8]) {
-    for forwarding in [Forwarding::Ipip, Forwarding::L2dsr] {
-        let Ok(mut snap) = snapshot(2, 3, forwarding, 251) else {
-            return;
-        };
-        snap.settings.mtu = 576;
-        let mut pipe = pipeline(64);
-        let mut burst = [PacketBuf::from_slice(data)];
-        let mut verdicts = [Verdict::Drop(DropReason::NoService)];
-        pipe.process(&snap, 1, &mut burst, &mut verdicts);
-        pipe.recycle_extra();
-    }
 }
