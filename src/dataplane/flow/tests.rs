@@ -1,5 +1,6 @@
 //! Tests of the flow table and the flow hashes.
 
+use super::entry::TCP;
 use super::*;
 use crate::dataplane::maglev::fmix64;
 use proptest::prelude::*;
