@@ -1,17 +1,20 @@
-//! Writes a seed corpus for the `pipeline` fuzz target (`fuzz/README.md`):
-//! frames that reach past the parser into every part of the pipeline, so
-//! the fuzzer starts from there instead of finding a VIP byte by byte.
+//! Writes seed corpora for the fuzz targets (`fuzz/README.md`), so that the
+//! fuzzer starts deep in the code instead of finding a VIP or a zone name
+//! byte by byte.
 //!
-//! `cargo run --example fuzz_seeds -- fuzz/corpus/pipeline`
+//! `cargo run --example fuzz_seeds -- fuzz/corpus`
 //!
-//! Each file is one input: frames, each after its 2-byte big-endian length
-//! (`cutover::testkit::split_frames`). Addresses are those of the
-//! harness's snapshot (`testkit::snapshot(2, 3, ..)`): services 0 and 1.
+//! `pipeline/`: each file is one input, frames each after its 2-byte
+//! big-endian length (`cutover::testkit::split_frames`), to the addresses
+//! of the harness's snapshot (`testkit::snapshot(2, 3, ..)`): services 0
+//! and 1. `dns/`: queries for the harness's zone (`testkit::FUZZ_ZONE`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use cutover::testkit::{vip_v4, vip_v6, FuzzHarness, CLIENT_MAC, LB_MAC};
+use cutover::testkit::{vip_v4, vip_v6, DnsHarness, FuzzHarness, CLIENT_MAC, LB_MAC};
 use etherparse::{IpHeaders, IpNumber, Ipv4Header, PacketBuilder};
+use hickory_proto::op::{Edns, Message, OpCode, Query};
+use hickory_proto::rr::{Name, RecordType};
 
 type Frame = Vec<u8>;
 
@@ -149,11 +152,60 @@ fn input(frames: &[&Frame]) -> Result<Vec<u8>, Box<dyn std::error::Error>> {
     Ok(v)
 }
 
+/// A query for `name`, with an EDNS OPT record when `edns` is given.
+fn dns_query(
+    name: &str,
+    rtype: RecordType,
+    op: OpCode,
+    edns: Option<u16>,
+) -> Result<Vec<u8>, Box<dyn std::error::Error>> {
+    let mut msg = Message::new();
+    msg.set_id(4242)
+        .set_op_code(op)
+        .add_query(Query::query(Name::from_ascii(name)?, rtype));
+    if let Some(size) = edns {
+        let mut e = Edns::new();
+        e.set_max_payload(size);
+        msg.set_edns(e);
+    }
+    Ok(msg.to_vec()?)
+}
+
+fn dns_seeds(dir: &Path) -> Result<(), Box<dyn std::error::Error>> {
+    std::fs::create_dir_all(dir)?;
+    let q = |name, rtype, edns| dns_query(name, rtype, OpCode::Query, edns);
+    let seeds = [
+        ("a", q("svc0.svc.example.", RecordType::A, None)?),
+        (
+            "aaaa-edns",
+            q("svc1.svc.example.", RecordType::AAAA, Some(1232))?,
+        ),
+        ("soa", q("svc.example.", RecordType::SOA, Some(4096))?),
+        ("ns", q("svc.example.", RecordType::NS, None)?),
+        ("any", q("svc0.svc.example.", RecordType::ANY, None)?),
+        ("nxdomain", q("nope.svc.example.", RecordType::A, None)?),
+        ("outside", q("example.org.", RecordType::A, None)?),
+        ("axfr", q("svc.example.", RecordType::AXFR, None)?),
+        (
+            "update",
+            dns_query("svc.example.", RecordType::SOA, OpCode::Update, None)?,
+        ),
+    ];
+    let harness = DnsHarness::new();
+    for (name, bytes) in &seeds {
+        std::fs::write(dir.join(name), bytes)?;
+        println!("dns/{name:16} {:?}", harness.run(bytes));
+    }
+    Ok(())
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let dir: PathBuf = std::env::args_os()
+    let root: PathBuf = std::env::args_os()
         .nth(1)
         .ok_or("usage: fuzz_seeds DIR")?
         .into();
+    dns_seeds(&root.join("dns"))?;
+    let dir = root.join("pipeline");
     std::fs::create_dir_all(&dir)?;
     let syn = tcp_v4("S", 0, true)?;
     let data = tcp_v4("A", 20, true)?;
@@ -181,8 +233,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut harness = FuzzHarness::new();
     for (name, bytes) in &seeds {
         std::fs::write(dir.join(name), bytes)?;
-        println!("{name:20} {:?}", harness.run(bytes));
+        println!("pipeline/{name:20} {:?}", harness.run(bytes));
     }
-    println!("{} seeds in {}", seeds.len(), dir.display());
     Ok(())
 }

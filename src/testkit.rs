@@ -16,8 +16,10 @@ use crate::snapshot::{
     Backend, DataplaneSettings, ServiceEntry, Snapshot, SnapshotError, VersionEntry, VersionState,
 };
 
+mod dns;
 mod fuzz;
 
+pub use dns::{DnsHarness, DnsOutcome, FUZZ_ZONE};
 pub use fuzz::{split_frames, FuzzHarness, FuzzOutcome, FUZZ_MTU, MAX_FRAMES};
 
 /// MAC of the load balancer in synthetic frames.
