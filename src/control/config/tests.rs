@@ -699,8 +699,34 @@ proptest! {
         }
         if let Err(ConfigError::Invalid { line, column, .. }) = parse(Path::new("fuzz.toml"), &text) {
             prop_assert!(line >= 1 && column >= 1);
+            in_text(&text, line, column)?;
         }
     }
+
+    #[test]
+    fn arbitrary_text_errors_point_into_the_text(text in "[ -~\n\té]{0,200}") {
+        if let Err(ConfigError::Invalid { line, column, .. }) = parse(Path::new("fuzz.toml"), &text) {
+            in_text(&text, line, column)?;
+        }
+    }
+}
+
+/// The position `line:column` is in `text`, or just after its last
+/// character: an editor can jump there.
+fn in_text(text: &str, line: usize, column: usize) -> Result<(), TestCaseError> {
+    let lines: Vec<&str> = text.split('\n').collect();
+    let Some(l) = line.checked_sub(1).and_then(|i| lines.get(i)) else {
+        return Err(TestCaseError::fail(format!(
+            "line {line} of {}",
+            lines.len()
+        )));
+    };
+    prop_assert!(
+        column >= 1 && column <= l.chars().count() + 1,
+        "column {column} of line {line} ({} characters)",
+        l.chars().count()
+    );
+    Ok(())
 }
 
 #[test]
