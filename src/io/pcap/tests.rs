@@ -344,3 +344,115 @@ fn a_port_without_output_refuses_to_send() {
     assert_eq!(err.kind(), io::ErrorKind::Unsupported);
     assert_eq!(pkts.len(), 1);
 }
+
+/// A small capture in `format` ("pcap" or "pcapng"), as bytes.
+fn capture_bytes(format: &str) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("valid");
+    let frames: Vec<(Duration, Vec<u8>)> = (0..4).map(|i| (time(i), frame(i, 60 + i))).collect();
+    if format == "pcap" {
+        write_with_port(&path, &frames);
+    } else {
+        let mut writer = PcapNgWriter::new(File::create(&path).unwrap()).unwrap();
+        writer
+            .write_pcapng_block(InterfaceDescriptionBlock::new(DataLink::ETHERNET, 0))
+            .unwrap();
+        for (ts, data) in &frames {
+            writer
+                .write_pcapng_block(EnhancedPacketBlock {
+                    interface_id: 0,
+                    timestamp: *ts,
+                    original_len: u32::try_from(data.len()).unwrap(),
+                    data: Cow::Borrowed(data),
+                    options: vec![],
+                })
+                .unwrap();
+        }
+    }
+    std::fs::read(&path).unwrap()
+}
+
+/// Reads `bytes` as a capture the way replay does, to its end or its
+/// first error. Whatever the bytes, this returns (no panic, no endless
+/// loop) and every frame fits a buffer.
+fn read_all(bytes: &[u8]) -> Result<usize, String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let path = dir.path().join("mangled");
+    std::fs::write(&path, bytes).map_err(|e| e.to_string())?;
+    let Ok(mut port) = PcapPort::open(Some(&path), None, 8) else {
+        return Ok(0);
+    };
+    let mut frames = 0;
+    let mut burst = Vec::new();
+    // Each burst reads at least one record (12 bytes at least) or ends.
+    for _ in 0..bytes.len() + 2 {
+        if port.is_eof() {
+            return Ok(frames);
+        }
+        match port.rx_burst(&mut burst, 8) {
+            Ok(_) => {
+                for b in burst.drain(..) {
+                    if b.len() > MAX_FRAME {
+                        return Err(format!("a frame of {} bytes", b.len()));
+                    }
+                    frames += 1;
+                    port.free(b);
+                }
+            }
+            Err(_) => return Ok(frames),
+        }
+    }
+    Err("the capture never ended".into())
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(500))]
+
+    #[test]
+    fn mangled_captures_end_in_frames_or_an_error(
+        pcapng in proptest::bool::ANY,
+        edits in proptest::collection::vec((0usize..400, proptest::num::u8::ANY), 0..8),
+        cut in 0usize..400,
+    ) {
+        let mut bytes = capture_bytes(if pcapng { "pcapng" } else { "pcap" });
+        for (i, b) in edits {
+            if let Some(x) = bytes.get_mut(i) {
+                *x = b;
+            }
+        }
+        bytes.truncate(cut);
+        let read = read_all(&bytes);
+        proptest::prop_assert!(read.is_ok(), "{read:?}");
+    }
+
+    #[test]
+    fn arbitrary_records_after_a_valid_header_end(
+        pcapng in proptest::bool::ANY,
+        tail in proptest::collection::vec(proptest::num::u8::ANY, 0..600),
+    ) {
+        // The file header of a valid capture (pcap: 24 bytes; pcapng: the
+        // section header and the interface block), then anything.
+        let valid = capture_bytes(if pcapng { "pcapng" } else { "pcap" });
+        // (`an_unmangled_capture_reads_whole` checks these lengths.)
+        let head = if pcapng { 28 + 20 } else { 24 };
+        let mut bytes = valid[..head].to_vec();
+        bytes.extend_from_slice(&tail);
+        let read = read_all(&bytes);
+        proptest::prop_assert!(read.is_ok(), "{read:?}");
+    }
+}
+
+#[test]
+fn an_unmangled_capture_reads_whole() {
+    // Guards the properties above: without damage both formats give
+    // their four frames.
+    assert_eq!(read_all(&capture_bytes("pcap")), Ok(4));
+    assert_eq!(read_all(&capture_bytes("pcapng")), Ok(4));
+    // And the headers the second property keeps open as captures.
+    let dir = tempfile::tempdir().unwrap();
+    for (format, head) in [("pcap", 24), ("pcapng", 28 + 20)] {
+        let path = dir.path().join(format);
+        std::fs::write(&path, &capture_bytes(format)[..head]).unwrap();
+        assert!(PcapPort::open(Some(&path), None, 1).is_ok(), "{format}");
+    }
+}
