@@ -12,13 +12,13 @@ use ipnet::IpNet;
 use toml::Spanned;
 
 use super::raw::{
-    val, RawAdmin, RawConfig, RawDataplane, RawDns, RawDriver, RawFamily, RawForwarding, RawHealth,
-    RawIdle, RawMetrics, RawPool, RawService, RawState,
+    val, RawAdmin, RawConfig, RawDataplane, RawDns, RawDriver, RawFamily, RawForwarding, RawIdle,
+    RawMetrics, RawPool, RawState,
 };
 use super::values::{is_prime, Int};
 use super::{
-    Admin, AdminListen, Config, Dataplane, Dns, DnsUpdate, Dpdk, Driver, Family, Forwarding,
-    HealthCheck, Idle, Metrics, Protocol, Service, State, VipPool, MAGLEV_TABLE_SIZE_MAX,
+    Admin, AdminListen, Config, Dataplane, Dns, DnsUpdate, Dpdk, Driver, Family, Forwarding, Idle,
+    Metrics, Service, State, VipPool, MAGLEV_TABLE_SIZE_MAX,
 };
 
 /// A semantic error: what is wrong, and the byte span to point at.
@@ -28,9 +28,13 @@ pub(super) struct Invalid {
     pub(super) message: String,
 }
 
-type Result<T> = std::result::Result<T, Invalid>;
+mod service;
 
-fn invalid<T>(span: Range<usize>, message: impl Into<String>) -> Result<T> {
+use service::service;
+
+pub(super) type Result<T> = std::result::Result<T, Invalid>;
+
+pub(super) fn invalid<T>(span: Range<usize>, message: impl Into<String>) -> Result<T> {
     Err(Invalid {
         span,
         message: message.into(),
@@ -193,7 +197,11 @@ fn gateways(
 }
 
 /// An integer key within `range`, converted to the domain's type.
-fn int<T: TryFrom<i64>>(value: &Spanned<Int>, key: &str, range: RangeInclusive<i64>) -> Result<T> {
+pub(super) fn int<T: TryFrom<i64>>(
+    value: &Spanned<Int>,
+    key: &str,
+    range: RangeInclusive<i64>,
+) -> Result<T> {
     let n = value.get_ref().0;
     if !range.contains(&n) {
         let message = if *range.end() == i64::MAX {
@@ -210,28 +218,28 @@ fn int<T: TryFrom<i64>>(value: &Spanned<Int>, key: &str, range: RangeInclusive<i
     T::try_from(n).or_else(|_| invalid(value.span(), format!("`{key}` {n} is too large")))
 }
 
-fn forwarding(raw: RawForwarding) -> Forwarding {
+pub(super) fn forwarding(raw: RawForwarding) -> Forwarding {
     match raw {
         RawForwarding::Ipip => Forwarding::Ipip,
         RawForwarding::L2dsr => Forwarding::L2dsr,
     }
 }
 
-fn family(raw: RawFamily) -> Family {
+pub(super) fn family(raw: RawFamily) -> Family {
     match raw {
         RawFamily::Ipv4 => Family::Ipv4,
         RawFamily::Ipv6 => Family::Ipv6,
     }
 }
 
-fn family_of(ip: &IpAddr) -> Family {
+pub(super) fn family_of(ip: &IpAddr) -> Family {
     match ip {
         IpAddr::V4(_) => Family::Ipv4,
         IpAddr::V6(_) => Family::Ipv6,
     }
 }
 
-fn has_family(pool: &VipPool, family: Family) -> bool {
+pub(super) fn has_family(pool: &VipPool, family: Family) -> bool {
     pool.prefixes.iter().any(|p| match family {
         Family::Ipv4 => matches!(p, IpNet::V4(_)),
         Family::Ipv6 => matches!(p, IpNet::V6(_)),
@@ -471,258 +479,4 @@ fn pools(raw: Vec<RawPool>, ttl: u32) -> Result<Vec<VipPool>> {
         });
     }
     Ok(pools)
-}
-
-fn service(raw: RawService, pools: &[VipPool], dataplane: &Dataplane) -> Result<Service> {
-    let name = val(&raw.name).0.clone();
-
-    let pool_index = pools
-        .iter()
-        .position(|p| p.name == *raw.pool.get_ref())
-        .map_or_else(
-            || {
-                invalid(
-                    raw.pool.span(),
-                    format!("no vip_pool named \"{}\"", raw.pool.get_ref()),
-                )
-            },
-            Ok,
-        )?;
-    let pool = &pools[pool_index];
-
-    if raw.ports.get_ref().is_empty() {
-        return invalid(raw.ports.span(), "`ports` must not be empty");
-    }
-    let mut ports = Vec::new();
-    for port in raw.ports.get_ref() {
-        if ports.contains(val(port)) {
-            return invalid(port.span(), format!("duplicate port \"{}\"", val(port)));
-        }
-        ports.push(*val(port));
-    }
-
-    let mut families = Vec::new();
-    match &raw.families {
-        None => {
-            families.push(Family::Ipv4);
-            if !has_family(pool, Family::Ipv4) {
-                return invalid(
-                    raw.pool.span(),
-                    format!(
-                        "vip_pool \"{}\" has no IPv4 prefix for service \"{name}\" (set `families`)",
-                        pool.name
-                    ),
-                );
-            }
-        }
-        Some(list) => {
-            if list.get_ref().is_empty() {
-                return invalid(list.span(), "`families` must not be empty");
-            }
-            for raw_family in list.get_ref() {
-                let family = family(*raw_family.get_ref());
-                if families.contains(&family) {
-                    return invalid(raw_family.span(), format!("duplicate family \"{family}\""));
-                }
-                if !has_family(pool, family) {
-                    return invalid(
-                        raw_family.span(),
-                        format!(
-                            "vip_pool \"{}\" has no {} prefix",
-                            pool.name,
-                            family.label()
-                        ),
-                    );
-                }
-                families.push(family);
-            }
-        }
-    }
-
-    let mut vips: Vec<IpAddr> = Vec::new();
-    for vip in raw.vips.iter().flatten() {
-        let addr = *val(vip);
-        let fam = family_of(&addr);
-        if !families.contains(&fam) {
-            return invalid(
-                vip.span(),
-                format!(
-                    "VIP {addr} is {}, which is not among the families of service \"{name}\"",
-                    fam.label()
-                ),
-            );
-        }
-        if !pool.prefixes.iter().any(|p| p.contains(&addr)) {
-            return invalid(
-                vip.span(),
-                format!("VIP {addr} is not in vip_pool \"{}\"", pool.name),
-            );
-        }
-        if vips.iter().any(|v| family_of(v) == fam) {
-            return invalid(
-                vip.span(),
-                format!(
-                    "a second {} VIP, {addr}: a version has one VIP per family",
-                    fam.label()
-                ),
-            );
-        }
-        vips.push(addr);
-    }
-
-    if raw.backends.get_ref().is_empty() {
-        return invalid(raw.backends.span(), "`backends` must not be empty");
-    }
-    let mut backends: Vec<IpAddr> = Vec::new();
-    for backend in raw.backends.get_ref() {
-        let addr = *val(backend);
-        if addr.is_unspecified()
-            || addr.is_multicast()
-            || addr == IpAddr::from([255, 255, 255, 255])
-        {
-            return invalid(
-                backend.span(),
-                format!("backend {addr} is not a unicast address"),
-            );
-        }
-        if backends.contains(&addr) {
-            return invalid(backend.span(), format!("duplicate backend {addr}"));
-        }
-        if let Some(p) = pools
-            .iter()
-            .find(|p| p.prefixes.iter().any(|n| n.contains(&addr)))
-        {
-            return invalid(
-                backend.span(),
-                format!(
-                    "backend {addr} lies in vip_pool \"{}\"; a backend cannot be a VIP",
-                    p.name
-                ),
-            );
-        }
-        backends.push(addr);
-    }
-
-    let forwarding = raw.forwarding.map_or(dataplane.forwarding, forwarding);
-    if forwarding == Forwarding::Ipip {
-        let needs = if backends.iter().any(IpAddr::is_ipv4) && dataplane.encap_source_v4.is_none() {
-            Some(("IPv4", "encap_source_v4"))
-        } else if backends.iter().any(IpAddr::is_ipv6) && dataplane.encap_source_v6.is_none() {
-            Some(("IPv6", "encap_source_v6"))
-        } else {
-            None
-        };
-        if let Some((fam, key)) = needs {
-            return invalid(
-                raw.backends.span(),
-                format!(
-                    "service \"{name}\" forwards by ipip to {fam} backends, which needs [dataplane] {key}"
-                ),
-            );
-        }
-    }
-
-    let drain_grace = raw
-        .drain_grace
-        .as_ref()
-        .map_or(Duration::from_secs(5), |d| *val(d));
-    let drain_quiet = raw.drain_quiet.map_or(Duration::from_secs(30), |d| d.0);
-    let drain_timeout = raw
-        .drain_timeout
-        .as_ref()
-        .map_or(Duration::from_secs(600), |d| *val(d));
-    if drain_timeout < drain_grace {
-        let span = match (&raw.drain_timeout, &raw.drain_grace) {
-            (Some(t), _) => t.span(),
-            (None, Some(g)) => g.span(),
-            (None, None) => raw.name.span(),
-        };
-        return invalid(
-            span,
-            format!(
-                "`drain_timeout` ({}) is shorter than `drain_grace` ({})",
-                show(drain_timeout),
-                show(drain_grace)
-            ),
-        );
-    }
-
-    let first_tcp = ports
-        .iter()
-        .find(|p| p.protocol == Protocol::Tcp)
-        .map(|p| p.port);
-    let health = health(raw.health.unwrap_or_default(), first_tcp)?;
-
-    Ok(Service {
-        name,
-        pool: pool_index,
-        ports,
-        families,
-        vips,
-        backends,
-        forwarding,
-        drain_grace,
-        drain_quiet,
-        drain_timeout,
-        health,
-    })
-}
-
-fn health(raw: RawHealth, first_tcp: Option<u16>) -> Result<HealthCheck> {
-    let interval = raw
-        .interval
-        .as_ref()
-        .map_or(Duration::from_secs(2), |d| *val(d));
-    let timeout = raw
-        .timeout
-        .as_ref()
-        .map_or(Duration::from_secs(1), |d| *val(d));
-    for (key, value) in [("interval", &raw.interval), ("timeout", &raw.timeout)] {
-        if let Some(v) = value {
-            if val(v).is_zero() {
-                return invalid(v.span(), format!("health `{key}` must be longer than 0s"));
-            }
-        }
-    }
-    if timeout > interval {
-        // At least one of the two was written, or the defaults would hold.
-        let span = match (&raw.timeout, &raw.interval) {
-            (Some(t), _) => t.span(),
-            (None, Some(i)) => i.span(),
-            (None, None) => 0..0,
-        };
-        return invalid(
-            span,
-            format!(
-                "health `timeout` ({}) is longer than `interval` ({})",
-                show(timeout),
-                show(interval)
-            ),
-        );
-    }
-    Ok(HealthCheck {
-        interval,
-        timeout,
-        rise: raw
-            .rise
-            .as_ref()
-            .map_or(Ok(2), |v| int(v, "rise", 1..=i64::from(u32::MAX)))?,
-        fall: raw
-            .fall
-            .as_ref()
-            .map_or(Ok(3), |v| int(v, "fall", 1..=i64::from(u32::MAX)))?,
-        port: match &raw.port {
-            Some(v) => Some(int(v, "port", 1..=65535)?),
-            None => first_tcp,
-        },
-    })
-}
-
-/// A duration as an operator writes it: `90s`, `250ms`.
-fn show(d: Duration) -> String {
-    if d.subsec_millis() == 0 {
-        format!("{}s", d.as_secs())
-    } else {
-        format!("{}ms", d.as_millis())
-    }
 }
