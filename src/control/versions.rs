@@ -37,6 +37,7 @@ mod error;
 mod health;
 mod persist;
 mod reconcile;
+mod record;
 mod view;
 
 #[cfg(test)]
@@ -46,15 +47,16 @@ mod tests_reconcile;
 #[cfg(test)]
 mod tests_state;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::control::config::{Config, Family, Forwarding, PortSpec, VipPool};
+use crate::control::config::{Config, Family, Forwarding, VipPool};
 use crate::control::pool;
-use crate::dataplane::maglev::MaglevTable;
 use crate::snapshot::{Backend, DataplaneSettings, Snapshot, VersionState, MAX_VERSIONS};
+
+use record::{DrainSettings, ServiceRecord, Version};
 
 pub use build::Staging;
 pub use drain::{observe_workers, DrainObservation};
@@ -128,128 +130,6 @@ pub(crate) fn unix_ms(t: SystemTime) -> u64 {
 /// Saturating milliseconds of a duration.
 fn dur_ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-/// The drain settings of a service (SPEC §4), applied to all its versions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct DrainSettings {
-    grace: Duration,
-    quiet: Duration,
-    timeout: Duration,
-}
-
-/// One version. Live versions (active, draining) hold a slot, their VIPs and
-/// a Maglev table; a released one keeps only the record.
-#[derive(Debug, Clone)]
-struct Version {
-    id: u32,
-    uid: u64,
-    slot: u32,
-    vips: Vec<IpAddr>,
-    /// In the order given; the address never changes, health does. Next
-    /// hops are resolved from the static neighbours when the version is
-    /// created and when they change, so a snapshot copies the list as is.
-    backends: Vec<Backend>,
-    state: VersionState,
-    created_at: u64,
-    draining_since: Option<u64>,
-    released_at: Option<u64>,
-    release_reason: Option<ReleaseReason>,
-    /// Built over `backends` with the unhealthy ones disabled; rebuilt only
-    /// when this version's health changes, so every snapshot shares it.
-    /// `None` once released.
-    maglev: Option<Arc<MaglevTable>>,
-}
-
-/// A service and its versions.
-#[derive(Debug, Clone)]
-struct ServiceRecord {
-    name: String,
-    /// `name` as the snapshot wants it, shared by every snapshot.
-    label: Arc<str>,
-    /// Sorted, as the data plane wants them.
-    ports: Vec<PortSpec>,
-    forwarding: Forwarding,
-    families: Vec<Family>,
-    /// By name: pool indices change between configuration files.
-    pool: String,
-    /// The configured first-version VIPs (reserved against other services).
-    vips: Vec<IpAddr>,
-    drain: DrainSettings,
-    next_id: u32,
-    /// Gone from the configuration: no active version, dropped once every
-    /// version is released.
-    removed: bool,
-    /// Active and draining versions, oldest first.
-    live: Vec<Version>,
-    /// Released versions, oldest first, at most [`HISTORY`].
-    history: VecDeque<Version>,
-    /// Rollouts since start (`cutover_rollouts_total`). Kept here, not in a
-    /// map of the manager: copying the manager for a change then copies no
-    /// string per service.
-    rollouts: u64,
-    /// Releases since start by [`ReleaseReason::index`].
-    releases: [u64; ReleaseReason::ALL.len()],
-}
-
-impl ServiceRecord {
-    fn new(cfg: &Config, index: usize) -> ServiceRecord {
-        let s = &cfg.services[index];
-        let mut rec = ServiceRecord {
-            name: s.name.clone(),
-            label: Arc::from(s.name.as_str()),
-            ports: Vec::new(),
-            forwarding: s.forwarding,
-            families: Vec::new(),
-            pool: String::new(),
-            vips: Vec::new(),
-            drain: DrainSettings {
-                grace: s.drain_grace,
-                quiet: s.drain_quiet,
-                timeout: s.drain_timeout,
-            },
-            next_id: 1,
-            removed: false,
-            live: Vec::new(),
-            history: VecDeque::new(),
-            rollouts: 0,
-            releases: [0; ReleaseReason::ALL.len()],
-        };
-        rec.apply(cfg, index);
-        rec
-    }
-
-    /// Takes the service's settings from `cfg` (a reload changes ports,
-    /// forwarding and drain settings of running versions in place).
-    fn apply(&mut self, cfg: &Config, index: usize) {
-        let s = &cfg.services[index];
-        let mut ports = s.ports.clone();
-        ports.sort();
-        self.ports = ports;
-        self.forwarding = s.forwarding;
-        self.families.clone_from(&s.families);
-        self.pool = cfg
-            .pools
-            .get(s.pool)
-            .map_or_else(String::new, |p| p.name.clone());
-        self.vips.clone_from(&s.vips);
-        self.drain = DrainSettings {
-            grace: s.drain_grace,
-            quiet: s.drain_quiet,
-            timeout: s.drain_timeout,
-        };
-        self.removed = false;
-    }
-
-    fn active(&self) -> Option<&Version> {
-        self.live.iter().find(|v| v.state == VersionState::Active)
-    }
-
-    fn active_mut(&mut self) -> Option<&mut Version> {
-        self.live
-            .iter_mut()
-            .find(|v| v.state == VersionState::Active)
-    }
 }
 
 /// Owns the versions of every service; see the module documentation.
