@@ -448,7 +448,7 @@ impl Snapshot {
     }
 
     /// The slots whose version is new or replaced since `generation`, an
-    /// ancestor of this snapshot at most [`DELTA_HISTORY`] derivations
+    /// ancestor of this snapshot at most `DELTA_HISTORY` (8) derivations
     /// back; a slot may come more than once. `None` when `generation` is
     /// not one of those (bind everything).
     pub fn slots_changed_since(&self, generation: u64) -> Option<impl Iterator<Item = u32> + '_> {

@@ -165,7 +165,7 @@ impl HealthChecker {
     /// Replaces the checked services, e.g. after a reload. Services kept
     /// keep their verdicts; a service no longer checked gets every backend
     /// it had marked unhealthy marked healthy again (unchecked backends
-    /// count as healthy). Applied within [`STOP_POLL`].
+    /// count as healthy). Applied within `STOP_POLL` (25 ms).
     pub fn update_services(&self, services: Vec<(String, HealthCheck)>) {
         *locked(&self.shared.update) = Some(services);
     }
@@ -188,7 +188,7 @@ impl HealthChecker {
             .copied()
     }
 
-    /// Stops the thread and waits for it (within about [`STOP_POLL`]).
+    /// Stops the thread and waits for it (within about `STOP_POLL`, 25 ms).
     pub fn shutdown(mut self) {
         self.stop_and_join();
     }

@@ -79,7 +79,7 @@ pub enum ReleaseReason {
 }
 
 impl ReleaseReason {
-    /// Every reason, in [`ReleaseReason::index`] order.
+    /// Every reason, in the order of their `index`.
     pub const ALL: [ReleaseReason; 2] = [ReleaseReason::Drained, ReleaseReason::Timeout];
 
     /// Position in [`ReleaseReason::ALL`].

@@ -64,7 +64,7 @@ fn set_macs(frame: &mut [u8], next_hop: [u8; 6]) {
 /// Every field but the length and the inner protocol is the same for all
 /// packets to one backend, so the snapshot stores the header with those
 /// two zeroed and, for IPv4, the ones' complement sum of the rest. Per
-/// packet, [`ipip`] copies the bytes, writes the two fields and finishes
+/// packet, `ipip` copies the bytes, writes the two fields and finishes
 /// the checksum with two additions, as Katran does, instead of emitting
 /// and summing a fresh header. The result is byte for byte what
 /// `ipv4::Repr::emit` / `ipv6::Repr::emit` write.

@@ -8,7 +8,7 @@
 //! new version before making it active, and makes a version draining
 //! (out of DNS) before its VIP leaves a snapshot.
 //!
-//! Everything here is sans-IO: [`Zone::answer`] maps one question to the
+//! Everything here is sans-IO: `Zone::answer` maps one question to the
 //! records of a response, and the server does the wire and the sockets.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
