@@ -136,23 +136,12 @@ mod tests {
     fn the_harness_gets_answers_and_errors() {
         let h = DnsHarness::new();
         let a = query("svc0.svc.example.", RecordType::A, false);
-        assert_eq!(
-            h.run(&a),
-            DnsOutcome {
-                answered: 2,
-                with_answers: 2
-            }
-        );
+        let both = |o: DnsOutcome| (o.answered, o.with_answers);
+        assert_eq!(both(h.run(&a)), (2, 2));
         let aaaa = query("svc1.svc.example.", RecordType::AAAA, true);
         assert_eq!(h.run(&aaaa).with_answers, 2);
         let nx = query("nope.svc.example.", RecordType::A, false);
-        assert_eq!(
-            h.run(&nx),
-            DnsOutcome {
-                answered: 2,
-                with_answers: 0
-            }
-        );
+        assert_eq!(both(h.run(&nx)), (2, 0));
         // A header and garbage: FORMERR, still a response.
         let mut bad = a.clone();
         bad.truncate(14);

@@ -208,13 +208,7 @@ fn check(forwarding: Forwarding, input: &[u8], verdict: Verdict, out: &[u8]) {
 fn check_outer(out: &[u8]) {
     let eth = ethernet::Frame::new_checked(out).expect("outer Ethernet header");
     assert_eq!(eth.ethertype(), EtherType::Ipv4, "outer ethertype");
-    let ip = ipv4::Packet::new_checked(eth.payload()).expect("outer IPv4 header");
-    assert!(ip.verify_checksum(), "outer IPv4 checksum");
-    assert_eq!(
-        usize::from(ip.total_len()),
-        eth.payload().len(),
-        "outer length"
-    );
+    let ip = whole_ipv4(eth.payload(), "outer");
     assert!(ip.total_len() <= FUZZ_MTU, "outer packet over the MTU");
     assert!(
         matches!(ip.next_header(), IpProtocol::Ipv4 | IpProtocol::Ipv6),
@@ -223,19 +217,23 @@ fn check_outer(out: &[u8]) {
     );
 }
 
+/// `payload` as an IPv4 packet with a valid header checksum and a total
+/// length of exactly `payload` (the pipeline writes no padding); `what`
+/// names it in the panic.
+fn whole_ipv4<'a>(payload: &'a [u8], what: &str) -> ipv4::Packet<&'a [u8]> {
+    let ip = ipv4::Packet::new_checked(payload).expect("an IPv4 header");
+    assert!(ip.verify_checksum(), "{what} IPv4 checksum");
+    assert_eq!(usize::from(ip.total_len()), payload.len(), "{what} length");
+    ip
+}
+
 /// An ICMP "fragmentation needed" or ICMPv6 "packet too big" error with
 /// valid checksums, within the sizes RFC 1812 and RFC 4443 allow.
 fn check_icmp_error(out: &[u8]) {
     let eth = ethernet::Frame::new_checked(out).expect("reply Ethernet header");
     match eth.ethertype() {
         EtherType::Ipv4 => {
-            let ip = ipv4::Packet::new_checked(eth.payload()).expect("reply IPv4 header");
-            assert!(ip.verify_checksum(), "reply IPv4 checksum");
-            assert_eq!(
-                usize::from(ip.total_len()),
-                eth.payload().len(),
-                "reply length"
-            );
+            let ip = whole_ipv4(eth.payload(), "reply");
             assert!(ip.total_len() <= 576, "ICMP error over 576 bytes");
             assert_eq!(ip.next_header(), IpProtocol::Icmp);
             let icmp = Icmpv4Packet::new_checked(ip.payload()).expect("ICMP header");
