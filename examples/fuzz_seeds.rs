@@ -11,10 +11,10 @@
 
 use std::path::{Path, PathBuf};
 
-use cutover::testkit::{vip_v4, vip_v6, DnsHarness, FuzzHarness, CLIENT_MAC, LB_MAC};
+use cutover::testkit::{dns_query, vip_v4, vip_v6, DnsHarness, FuzzHarness, CLIENT_MAC, LB_MAC};
 use etherparse::{IpHeaders, IpNumber, Ipv4Header, PacketBuilder};
-use hickory_proto::op::{Edns, Message, OpCode, Query};
-use hickory_proto::rr::{Name, RecordType};
+use hickory_proto::op::OpCode;
+use hickory_proto::rr::RecordType;
 
 type Frame = Vec<u8>;
 
@@ -150,25 +150,6 @@ fn input(frames: &[&Frame]) -> Result<Vec<u8>, Box<dyn std::error::Error>> {
         v.extend_from_slice(f);
     }
     Ok(v)
-}
-
-/// A query for `name`, with an EDNS OPT record when `edns` is given.
-fn dns_query(
-    name: &str,
-    rtype: RecordType,
-    op: OpCode,
-    edns: Option<u16>,
-) -> Result<Vec<u8>, Box<dyn std::error::Error>> {
-    let mut msg = Message::new();
-    msg.set_id(4242)
-        .set_op_code(op)
-        .add_query(Query::query(Name::from_ascii(name)?, rtype));
-    if let Some(size) = edns {
-        let mut e = Edns::new();
-        e.set_max_payload(size);
-        msg.set_edns(e);
-    }
-    Ok(msg.to_vec()?)
 }
 
 fn dns_seeds(dir: &Path) -> Result<(), Box<dyn std::error::Error>> {

@@ -19,7 +19,7 @@ use crate::snapshot::{
 mod dns;
 mod fuzz;
 
-pub use dns::{DnsHarness, DnsOutcome, FUZZ_ZONE};
+pub use dns::{dns_query, DnsHarness, DnsOutcome, FUZZ_ZONE};
 pub use fuzz::{split_frames, FuzzHarness, FuzzOutcome, FUZZ_MTU, MAX_FRAMES};
 
 /// MAC of the load balancer in synthetic frames.

@@ -3,23 +3,13 @@
 //! (the harness the `dns` fuzz target runs, `testkit::DnsHarness`),
 //! including real queries with random damage.
 
-use cutover::testkit::DnsHarness;
-use hickory_proto::op::{Edns, Message, OpCode, Query};
-use hickory_proto::rr::{Name, RecordType};
+use cutover::testkit::{dns_query, DnsHarness};
+use hickory_proto::op::OpCode;
+use hickory_proto::rr::RecordType;
 use proptest::prelude::*;
 
 fn valid_query(name: &str, rtype: RecordType, edns: bool) -> Vec<u8> {
-    let mut msg = Message::new();
-    msg.set_id(4242)
-        .set_op_code(OpCode::Query)
-        .set_recursion_desired(true)
-        .add_query(Query::query(Name::from_ascii(name).unwrap(), rtype));
-    if edns {
-        let mut e = Edns::new();
-        e.set_max_payload(1400);
-        msg.set_edns(e);
-    }
-    msg.to_vec().unwrap()
+    dns_query(name, rtype, OpCode::Query, edns.then_some(1400)).unwrap()
 }
 
 proptest! {

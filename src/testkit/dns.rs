@@ -6,8 +6,10 @@
 //! and what it sends back must be a DNS response to that query, within the
 //! size the transport allows.
 
-use hickory_proto::op::{Message, MessageType};
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
+use hickory_proto::rr::{Name, RecordType};
 use hickory_proto::serialize::binary::BinDecodable;
+use hickory_proto::ProtoError;
 
 use crate::control::config::{Dns, Forwarding};
 use crate::dns::server::{respond, Transport, CLASSIC_UDP_PAYLOAD, MAX_UDP_PAYLOAD};
@@ -78,6 +80,28 @@ impl Default for DnsHarness {
     }
 }
 
+/// A message with opcode `op` and one question, `name` `rtype`, with an EDNS
+/// OPT record offering `edns` bytes when given: what the tests, the
+/// property tests and the fuzz seeds send.
+pub fn dns_query(
+    name: &str,
+    rtype: RecordType,
+    op: OpCode,
+    edns: Option<u16>,
+) -> Result<Vec<u8>, ProtoError> {
+    let mut msg = Message::new();
+    msg.set_id(4242)
+        .set_op_code(op)
+        .set_recursion_desired(true)
+        .add_query(Query::query(Name::from_ascii(name)?, rtype));
+    if let Some(size) = edns {
+        let mut e = Edns::new();
+        e.set_max_payload(size);
+        msg.set_edns(e);
+    }
+    msg.to_vec()
+}
+
 /// `response` must parse, answer `request` (same id, QR set, same opcode)
 /// and fit the transport: 512 bytes over UDP unless the query's EDNS
 /// allows more (up to [`MAX_UDP_PAYLOAD`]). Returns whether it carries
@@ -116,20 +140,9 @@ fn check(request: &[u8], transport: Transport, response: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hickory_proto::op::{Edns, OpCode, Query};
-    use hickory_proto::rr::{Name, RecordType};
 
     fn query(name: &str, rtype: RecordType, edns: bool) -> Vec<u8> {
-        let mut msg = Message::new();
-        msg.set_id(7)
-            .set_op_code(OpCode::Query)
-            .add_query(Query::query(Name::from_ascii(name).unwrap(), rtype));
-        if edns {
-            let mut e = Edns::new();
-            e.set_max_payload(4096);
-            msg.set_edns(e);
-        }
-        msg.to_vec().unwrap()
+        dns_query(name, rtype, OpCode::Query, edns.then_some(4096)).unwrap()
     }
 
     #[test]
