@@ -287,7 +287,12 @@ pub fn respond(
             Rcode::FormErr,
         ));
     };
-    reply.add_queries(query.queries().iter().cloned());
+    // The question is echoed only when there is one: copying many (each
+    // up to 255 bytes of name) made a FORMERR larger than its query and
+    // than the 512 bytes UDP allows (found by the dns fuzz target).
+    if let [question] = query.queries() {
+        reply.add_query(question.clone());
+    }
     let limit = match (transport, query.extensions()) {
         (Transport::Tcp, _) => usize::from(u16::MAX),
         (Transport::Udp, None) => usize::from(CLASSIC_UDP_PAYLOAD),
@@ -333,14 +338,21 @@ pub fn respond(
 
 /// `reply` on the wire in at most `limit` bytes: whole when it fits,
 /// otherwise header, question and OPT only with TC set, so that the
-/// client retries over TCP (RFC 2181 §9: no partial RRsets).
+/// client retries over TCP (RFC 2181 §9: no partial RRsets); and should
+/// even the question not fit, header and OPT alone.
 pub fn encode(reply: &Message, limit: usize) -> Vec<u8> {
     match reply.to_vec() {
         Ok(bytes) if bytes.len() <= limit => bytes,
-        Ok(_) => reply
-            .truncate()
-            .to_vec()
-            .unwrap_or_else(|_| servfail(reply)),
+        Ok(_) => {
+            let mut short = reply.truncate();
+            match short.to_vec() {
+                Ok(bytes) if bytes.len() <= limit => bytes,
+                _ => {
+                    short.take_queries();
+                    short.to_vec().unwrap_or_else(|_| servfail(reply))
+                }
+            }
+        }
         Err(e) => {
             tracing::debug!(error = %e, "cannot encode a dns response");
             servfail(reply)
@@ -539,6 +551,50 @@ mod tests {
         assert!(cut.answers().is_empty());
         assert_eq!(cut.queries(), msg.queries());
         assert_eq!(cut.id(), 42);
+    }
+
+    /// A query for `n` distinct names of about 60 bytes each.
+    fn many_questions(n: usize) -> Message {
+        let mut msg = Message::new();
+        msg.set_id(42).set_op_code(OpCode::Query);
+        for i in 0..n {
+            let name = format!("a-label-long-enough-to-fill-a-message-quickly-number-{i}.example.");
+            msg.add_query(Query::query(
+                Name::from_ascii(&name).unwrap(),
+                RecordType::A,
+            ));
+        }
+        msg
+    }
+
+    #[test]
+    fn several_questions_get_a_formerr_that_echoes_none() {
+        // Eight questions of about 60 bytes: echoed, the FORMERR was over
+        // 512 bytes on UDP, larger than the query that caused it.
+        let (zone, view) = setup();
+        let q = many_questions(8).to_vec().unwrap();
+        let (bytes, rcode) = respond(&zone, &view, &q, Transport::Udp).unwrap();
+        assert_eq!(rcode, Rcode::FormErr);
+        let msg = Message::from_vec(&bytes).unwrap();
+        assert_eq!(msg.id(), 42);
+        assert!(msg.queries().is_empty());
+        assert!(
+            bytes.len() <= q.len() && bytes.len() <= 512,
+            "{} bytes",
+            bytes.len()
+        );
+    }
+
+    #[test]
+    fn a_reply_whose_questions_alone_are_over_the_limit_drops_them() {
+        let mut reply = many_questions(12);
+        reply.set_message_type(MessageType::Response);
+        let bytes = encode(&reply, 512);
+        assert!(bytes.len() <= 512, "{} bytes", bytes.len());
+        let msg = Message::from_vec(&bytes).unwrap();
+        assert!(msg.truncated());
+        assert!(msg.queries().is_empty());
+        assert_eq!(msg.id(), 42);
     }
 
     #[test]
