@@ -10,7 +10,7 @@
 use std::net::IpAddr;
 
 use crate::dataplane::frame::{FrameBuf, PacketBuf};
-use crate::dataplane::pipeline::{Parsed, Verdict};
+use crate::dataplane::pipeline::{Kind, Parsed, Verdict};
 use crate::dataplane::stats::DropReason;
 use crate::snapshot::{Backend, DataplaneSettings};
 use crate::wire::ethernet::{self, Address, EtherType};
@@ -328,6 +328,10 @@ pub(crate) fn ipip<B: FrameBuf>(
     let room = mtu.saturating_sub(outer_len);
     let fragment = p.ip_len > room;
     if fragment && (p.v6 || p.dont_frag) {
+        // Never an ICMP error about an ICMP error (RFC 1122 3.2.2).
+        if p.kind == Kind::IcmpError {
+            return Verdict::Drop(DropReason::TooBig);
+        }
         return icmp_too_big(pkt, p, room);
     }
     let src = match (backend.addr, ctx.settings) {

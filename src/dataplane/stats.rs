@@ -121,6 +121,9 @@ pub struct WorkerStats {
     pub idle_polls: Counter,
     /// ICMP errors generated (fragmentation needed / packet too big).
     pub icmp_sent: Counter,
+    /// ICMP path-MTU errors to a VIP forwarded to the backend of the flow
+    /// they quote.
+    pub icmp_forwarded: Counter,
     pub flow_evictions: Counter,
     pub drops: [Counter; DropReason::COUNT],
     /// Indexed by version slot; [`MAX_VERSIONS`] long.
@@ -137,6 +140,7 @@ impl WorkerStats {
             tx_packets: Counter::default(),
             idle_polls: Counter::default(),
             icmp_sent: Counter::default(),
+            icmp_forwarded: Counter::default(),
             flow_evictions: Counter::default(),
             drops: Default::default(),
             versions: versions.into_boxed_slice(),

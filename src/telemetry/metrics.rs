@@ -136,6 +136,12 @@ impl Collector {
             let n: u64 = self.workers.iter().map(|w| w.dropped(r)).sum();
             counter!("cutover_drops_total", "reason" => r.as_str()).absolute(n);
         }
+        // ICMP the data plane sent itself ("too big" for a packet it could
+        // not encapsulate) and path-MTU errors it passed on to a backend.
+        let sent: u64 = self.workers.iter().map(|w| w.icmp_sent.get()).sum();
+        counter!("cutover_icmp_total", "direction" => "sent").absolute(sent);
+        let forwarded: u64 = self.workers.iter().map(|w| w.icmp_forwarded.get()).sum();
+        counter!("cutover_icmp_total", "direction" => "forwarded").absolute(forwarded);
         for (i, w) in self.workers.iter().enumerate() {
             let worker = i.to_string();
             counter!("cutover_worker_rx_packets_total", "worker" => worker.clone())

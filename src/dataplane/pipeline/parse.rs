@@ -14,7 +14,11 @@ use crate::dataplane::stats::DropReason;
 use crate::wire::ethernet::{self, EtherType};
 use crate::wire::{ipv4, ipv6, tcp, udp};
 
-use super::{TCP, UDP};
+use super::{icmp, TCP, UDP};
+
+/// Protocol numbers of ICMP errors that may be about a flow to a VIP.
+const ICMP: u8 = 1;
+const ICMPV6: u8 = 58;
 
 /// What the parser learnt of a frame; offsets index the frame's bytes.
 ///
@@ -35,12 +39,29 @@ pub(crate) struct Parsed {
     pub(crate) v6: bool,
     /// The ports were read (TCP and UDP, except non-first fragments).
     pub(crate) has_ports: bool,
-    /// Part of a fragmented datagram (IPv4 MF/offset, IPv6 fragment header).
-    pub(crate) fragment: bool,
+    /// A packet of a flow, a fragment, or an ICMP error about a flow.
+    pub(crate) kind: Kind,
     /// IPv4 DF bit (always true for IPv6: routers never fragment it).
     pub(crate) dont_frag: bool,
     /// The TCP flags byte (0 for other protocols).
     pub(crate) tcp_flags: u8,
+}
+
+/// What a parsed packet is to the flow table. One field rather than a
+/// flag each, so that the fast path tells the common case from the others
+/// with one comparison.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// A whole packet: its 5-tuple is a flow the flow table tracks (for
+    /// TCP and UDP).
+    Flow,
+    /// Part of a fragmented datagram (IPv4 MF/offset, IPv6 fragment
+    /// header): placed by its 3-tuple, since later fragments carry no ports.
+    Fragment,
+    /// An ICMP path-MTU error to a VIP (`icmp.rs`): `key` is the flow it
+    /// quotes, turned around into the client's direction, and the packet
+    /// goes to that flow's backend as it is, never answered.
+    IcmpError,
 }
 
 impl Parsed {
@@ -57,7 +78,7 @@ impl Parsed {
         },
         v6: false,
         has_ports: false,
-        fragment: false,
+        kind: Kind::Flow,
         dont_frag: false,
         tcp_flags: 0,
     };
@@ -89,7 +110,7 @@ fn unmapped(bytes: [u8; 16], v6: bool) -> IpAddr {
 /// load of bytes just written by narrow stores stalls the core on store
 /// forwarding (`perf` put a tenth of the pipeline's samples there).
 #[inline]
-fn mapped_v4(a: std::net::Ipv4Addr) -> [u8; 16] {
+pub(super) fn mapped_v4(a: std::net::Ipv4Addr) -> [u8; 16] {
     const MAPPED: u128 = 0xffff << 32;
     (MAPPED | u128::from(u32::from(a))).to_be_bytes()
 }
@@ -101,7 +122,9 @@ pub fn destination(frame: &[u8]) -> Option<IpAddr> {
 }
 
 /// Parses Ethernet, IP and the transport ports into `p` without copying
-/// the frame. On an error `p` is partly written and meaningless.
+/// the frame. `p` must start as [`Parsed::EMPTY`]: only the fields that
+/// differ from it are written. On an error `p` is partly written and
+/// meaningless.
 #[inline]
 pub(crate) fn parse(frame: &[u8], p: &mut Parsed) -> Result<(), DropReason> {
     if parse_common(frame, p) {
@@ -195,7 +218,7 @@ fn parse_common(frame: &[u8], p: &mut Parsed) -> bool {
     };
     p.v6 = false;
     p.has_ports = true;
-    p.fragment = false;
+    p.kind = Kind::Flow;
     p.dont_frag = ip.dont_frag();
     p.tcp_flags = tcp_flags;
     true
@@ -210,10 +233,16 @@ fn parse_v4(frame: &[u8], p: &mut Parsed) -> Result<(), DropReason> {
     p.key.dst = mapped_v4(ip.dst_addr());
     p.v6 = false;
     p.key.protocol = u8::from(ip.next_header());
-    p.fragment = ip.is_fragment();
+    let fragment = ip.is_fragment();
+    if fragment {
+        p.kind = Kind::Fragment;
+    }
     p.dont_frag = ip.dont_frag();
-    if !p.fragment || ip.frag_offset() == 0 {
+    if !fragment || ip.frag_offset() == 0 {
         transport(p, ip.payload())?;
+    }
+    if !fragment && p.key.protocol == ICMP {
+        icmp::quoted_flow_v4(p, ip.payload())?;
     }
     Ok(())
 }
@@ -227,7 +256,9 @@ fn parse_v6(frame: &[u8], p: &mut Parsed) -> Result<(), DropReason> {
     p.key.dst = ip.dst_addr().octets();
     p.v6 = true;
     p.key.protocol = u8::from(upper.protocol);
-    p.fragment = upper.fragment.is_some();
+    if upper.fragment.is_some() {
+        p.kind = Kind::Fragment;
+    }
     p.dont_frag = true;
     let first = upper.fragment.is_none_or(|f| f.offset == 0);
     if first {
@@ -235,6 +266,9 @@ fn parse_v6(frame: &[u8], p: &mut Parsed) -> Result<(), DropReason> {
             .get(upper.offset..p.ip_len)
             .ok_or(DropReason::Malformed)?;
         transport(p, l4)?;
+        if p.kind == Kind::Flow && p.key.protocol == ICMPV6 {
+            icmp::quoted_flow_v6(p, l4)?;
+        }
     }
     Ok(())
 }
@@ -246,7 +280,7 @@ fn parse_v6(frame: &[u8], p: &mut Parsed) -> Result<(), DropReason> {
 /// lead every TCP and UDP header, are read from it.
 #[inline]
 fn transport(p: &mut Parsed, l4: &[u8]) -> Result<(), DropReason> {
-    let (src_port, dst_port) = if p.fragment {
+    let (src_port, dst_port) = if p.kind == Kind::Fragment {
         if !matches!(p.key.protocol, TCP | UDP) {
             return Ok(());
         }

@@ -24,14 +24,14 @@ fn frame(udp: bool, payload: usize) -> Vec<u8> {
 
 /// Every field of two parses, as a comparable value.
 #[allow(clippy::type_complexity)]
-fn fields(p: &Parsed) -> (usize, usize, FlowKey, bool, bool, bool, bool, u8) {
+fn fields(p: &Parsed) -> (usize, usize, FlowKey, bool, bool, Kind, bool, u8) {
     (
         p.l3,
         p.ip_len,
         p.key,
         p.v6,
         p.has_ports,
-        p.fragment,
+        p.kind,
         p.dont_frag,
         p.tcp_flags,
     )
