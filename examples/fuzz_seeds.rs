@@ -12,7 +12,7 @@
 use std::path::{Path, PathBuf};
 
 use cutover::testkit::{dns_query, vip_v4, vip_v6, DnsHarness, FuzzHarness, CLIENT_MAC, LB_MAC};
-use etherparse::{IpHeaders, IpNumber, Ipv4Header, PacketBuilder};
+use etherparse::{icmpv4, Icmpv4Type, Icmpv6Type, IpHeaders, IpNumber, Ipv4Header, PacketBuilder};
 use hickory_proto::op::OpCode;
 use hickory_proto::rr::RecordType;
 
@@ -121,6 +121,44 @@ fn tcp_v6(payload: usize) -> Result<Frame, Box<dyn std::error::Error>> {
     Ok(v)
 }
 
+/// A path-MTU error from a router to service 0's VIP about the flow of
+/// `tcp_v4` (IPv4) or `tcp_v6`: it quotes the start of the backend's reply
+/// to the client, which the pipeline turns around to find the flow.
+fn path_mtu_error(v6: bool) -> Result<Frame, Box<dyn std::error::Error>> {
+    let (reply, port) = if v6 {
+        (
+            PacketBuilder::ipv6(vip_v6(0).octets(), CLIENT_V6, 63),
+            40003,
+        )
+    } else {
+        (
+            PacketBuilder::ipv4(vip_v4(0).octets(), CLIENT_V4, 63),
+            40000,
+        )
+    };
+    let mut quote = Vec::new();
+    reply
+        .tcp(80, port, 7, 1024)
+        .ack(2)
+        .write(&mut quote, &[0x66; 40])?;
+    let eth = PacketBuilder::ethernet2(CLIENT_MAC, LB_MAC);
+    let mut v = Vec::new();
+    if v6 {
+        let router = [0x20, 1, 0xd, 0xb8, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+        eth.ipv6(router, vip_v6(0).octets(), 64)
+            .icmpv6(Icmpv6Type::PacketTooBig { mtu: 1280 })
+            .write(&mut v, &quote)?;
+    } else {
+        let t = Icmpv4Type::DestinationUnreachable(
+            icmpv4::DestUnreachableHeader::FragmentationNeeded { next_hop_mtu: 1400 },
+        );
+        eth.ipv4([203, 0, 113, 1], vip_v4(0).octets(), 64)
+            .icmpv4(t)
+            .write(&mut v, &quote)?;
+    }
+    Ok(v)
+}
+
 /// IPv6 to service 1 with one extension header (`next` 0: hop-by-hop,
 /// 44: fragment) before a UDP header, written by hand.
 fn udp_v6_extension(next: u8) -> Frame {
@@ -204,6 +242,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ("ipv4-options", input(&[&tcp_v4_options()?])?),
         ("vlan", input(&[&tcp_v4_vlan()?])?),
         ("ipv6", input(&[&tcp_v6(0)?, &tcp_v6(600)?])?),
+        ("icmp-frag-needed", input(&[&syn, &path_mtu_error(false)?])?),
+        (
+            "icmpv6-packet-too-big",
+            input(&[&tcp_v6(0)?, &path_mtu_error(true)?])?,
+        ),
         (
             "ipv6-extensions",
             input(&[&udp_v6_extension(0), &udp_v6_extension(44)])?,
