@@ -159,6 +159,20 @@ fn path_mtu_error(v6: bool) -> Result<Frame, Box<dyn std::error::Error>> {
     Ok(v)
 }
 
+/// Echo requests to service 0's VIPs, IPv4 and IPv6.
+fn pings() -> Result<[Frame; 2], Box<dyn std::error::Error>> {
+    let (mut v4, mut v6) = (Vec::new(), Vec::new());
+    PacketBuilder::ethernet2(CLIENT_MAC, LB_MAC)
+        .ipv4(CLIENT_V4, vip_v4(0).octets(), 64)
+        .icmpv4_echo_request(1, 1)
+        .write(&mut v4, &[0x67; 56])?;
+    PacketBuilder::ethernet2(CLIENT_MAC, LB_MAC)
+        .ipv6(CLIENT_V6, vip_v6(0).octets(), 64)
+        .icmpv6_echo_request(1, 1)
+        .write(&mut v6, &[0x68; 56])?;
+    Ok([v4, v6])
+}
+
 /// IPv6 to service 1 with one extension header (`next` 0: hop-by-hop,
 /// 44: fragment) before a UDP header, written by hand.
 fn udp_v6_extension(next: u8) -> Frame {
@@ -243,6 +257,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ("vlan", input(&[&tcp_v4_vlan()?])?),
         ("ipv6", input(&[&tcp_v6(0)?, &tcp_v6(600)?])?),
         ("icmp-frag-needed", input(&[&syn, &path_mtu_error(false)?])?),
+        ("echo", input(&pings()?.iter().collect::<Vec<_>>())?),
         (
             "icmpv6-packet-too-big",
             input(&[&tcp_v6(0)?, &path_mtu_error(true)?])?,

@@ -30,7 +30,8 @@ pub(crate) use parse::{parse, Kind, Parsed};
 pub enum Verdict {
     /// Rewritten towards a backend: transmit.
     Forward,
-    /// Replaced in place by an ICMP error for its sender: transmit.
+    /// Replaced in place by an ICMP message for its sender (an error, or
+    /// the reply to a ping of a VIP): transmit.
     Reply,
     /// Not sent; counted under the reason.
     Drop(DropReason),
@@ -211,6 +212,7 @@ impl Pipeline {
                 };
                 match v {
                     Verdict::Forward => {}
+                    Verdict::Reply if p.kind == Kind::Echo => self.stats.echo_replies.add(1),
                     Verdict::Reply => {
                         self.stats.icmp_sent.add(1);
                         self.stats.drop_packet(DropReason::TooBig);
@@ -340,6 +342,9 @@ impl Pipeline {
         let proto = match p.key.protocol {
             TCP => Protocol::Tcp,
             UDP => Protocol::Udp,
+            // Not traffic of the version: no counter, and no reason for
+            // a draining version to wait.
+            _ if p.kind == Kind::Echo => return icmp::echo_reply(pkt, p),
             _ => return Verdict::Drop(DropReason::Unsupported),
         };
         let port = p.has_ports.then_some(p.key.dst_port);

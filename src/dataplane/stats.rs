@@ -124,6 +124,8 @@ pub struct WorkerStats {
     /// ICMP path-MTU errors to a VIP forwarded to the backend of the flow
     /// they quote.
     pub icmp_forwarded: Counter,
+    /// ICMP echo requests to a VIP answered.
+    pub echo_replies: Counter,
     pub flow_evictions: Counter,
     pub drops: [Counter; DropReason::COUNT],
     /// Indexed by version slot; [`MAX_VERSIONS`] long.
@@ -141,6 +143,7 @@ impl WorkerStats {
             idle_polls: Counter::default(),
             icmp_sent: Counter::default(),
             icmp_forwarded: Counter::default(),
+            echo_replies: Counter::default(),
             flow_evictions: Counter::default(),
             drops: Default::default(),
             versions: versions.into_boxed_slice(),

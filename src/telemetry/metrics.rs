@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use metrics::{counter, gauge};
 
-use crate::dataplane::stats::{DropReason, WorkerStats};
+use crate::dataplane::stats::{Counter, DropReason, WorkerStats};
 use crate::snapshot::{SnapshotCell, VersionState};
 
 /// Why the exporter could not start.
@@ -137,11 +137,14 @@ impl Collector {
             counter!("cutover_drops_total", "reason" => r.as_str()).absolute(n);
         }
         // ICMP the data plane sent itself ("too big" for a packet it could
-        // not encapsulate) and path-MTU errors it passed on to a backend.
-        let sent: u64 = self.workers.iter().map(|w| w.icmp_sent.get()).sum();
-        counter!("cutover_icmp_total", "direction" => "sent").absolute(sent);
-        let forwarded: u64 = self.workers.iter().map(|w| w.icmp_forwarded.get()).sum();
-        counter!("cutover_icmp_total", "direction" => "forwarded").absolute(forwarded);
+        // not encapsulate, echo replies) and path-MTU errors it passed on
+        // to a backend.
+        let icmp = |read: fn(&WorkerStats) -> &Counter| -> u64 {
+            self.workers.iter().map(|w| read(w).get()).sum()
+        };
+        counter!("cutover_icmp_total", "kind" => "too_big").absolute(icmp(|w| &w.icmp_sent));
+        counter!("cutover_icmp_total", "kind" => "forwarded").absolute(icmp(|w| &w.icmp_forwarded));
+        counter!("cutover_icmp_total", "kind" => "echo_reply").absolute(icmp(|w| &w.echo_replies));
         for (i, w) in self.workers.iter().enumerate() {
             let worker = i.to_string();
             counter!("cutover_worker_rx_packets_total", "worker" => worker.clone())

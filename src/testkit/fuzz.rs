@@ -19,7 +19,7 @@ use crate::dataplane::pipeline::{Pipeline, PipelineOptions, Verdict};
 use crate::dataplane::stats::{DropReason, WorkerStats};
 use crate::snapshot::Snapshot;
 use crate::wire::ethernet::{self, EtherType};
-use crate::wire::icmp::{Icmpv4Packet, Icmpv6Packet};
+use crate::wire::icmp::{self, Icmpv4Packet, Icmpv6Packet};
 use crate::wire::ip::IpProtocol;
 use crate::wire::{ipv4, ipv6};
 
@@ -197,7 +197,7 @@ fn check(forwarding: Forwarding, input: &[u8], verdict: Verdict, out: &[u8]) {
             }
             Forwarding::Ipip => check_outer(out),
         },
-        Verdict::Reply => check_icmp_error(out),
+        Verdict::Reply => check_icmp_reply(input, out),
         Verdict::Drop(_) => {}
     }
 }
@@ -228,16 +228,23 @@ fn whole_ipv4<'a>(payload: &'a [u8], what: &str) -> ipv4::Packet<&'a [u8]> {
 }
 
 /// An ICMP "fragmentation needed" or ICMPv6 "packet too big" error with
-/// valid checksums, within the sizes RFC 1812 and RFC 4443 allow.
-fn check_icmp_error(out: &[u8]) {
+/// valid checksums, within the sizes RFC 1812 and RFC 4443 allow; or an
+/// echo reply with valid checksums, as long as the request (`input`).
+fn check_icmp_reply(input: &[u8], out: &[u8]) {
     let eth = ethernet::Frame::new_checked(out).expect("reply Ethernet header");
     match eth.ethertype() {
         EtherType::Ipv4 => {
-            let ip = whole_ipv4(eth.payload(), "reply");
-            assert!(ip.total_len() <= 576, "ICMP error over 576 bytes");
+            let ip = ipv4::Packet::new_checked(eth.payload()).expect("reply IPv4 header");
+            assert!(ip.verify_checksum(), "reply IPv4 checksum");
             assert_eq!(ip.next_header(), IpProtocol::Icmp);
             let icmp = Icmpv4Packet::new_checked(ip.payload()).expect("ICMP header");
             assert!(icmp.verify_checksum(), "ICMP checksum");
+            if icmp.msg_type() == icmp::V4_ECHO_REPLY {
+                assert_eq!(out.len(), input.len(), "echo reply length");
+                return;
+            }
+            let ip = whole_ipv4(eth.payload(), "reply");
+            assert!(ip.total_len() <= 576, "ICMP error over 576 bytes");
             assert_eq!(
                 (icmp.msg_type(), icmp.code()),
                 (3, 4),
@@ -246,18 +253,22 @@ fn check_icmp_error(out: &[u8]) {
         }
         EtherType::Ipv6 => {
             let ip = ipv6::Packet::new_checked(eth.payload()).expect("reply IPv6 header");
-            assert_eq!(
-                usize::from(ip.payload_len()) + 40,
-                eth.payload().len(),
-                "reply length"
-            );
-            assert!(eth.payload().len() <= 1280, "ICMPv6 error over 1280 bytes");
             assert_eq!(ip.next_header(), IpProtocol::Icmpv6);
             let icmp = Icmpv6Packet::new_checked(ip.payload()).expect("ICMPv6 header");
             assert!(
                 icmp.verify_checksum(ip.src_addr(), ip.dst_addr()),
                 "ICMPv6 checksum"
             );
+            if icmp.msg_type() == icmp::V6_ECHO_REPLY {
+                assert_eq!(out.len(), input.len(), "echo reply length");
+                return;
+            }
+            assert_eq!(
+                usize::from(ip.payload_len()) + 40,
+                eth.payload().len(),
+                "reply length"
+            );
+            assert!(eth.payload().len() <= 1280, "ICMPv6 error over 1280 bytes");
             assert_eq!(icmp.msg_type(), 2, "not packet too big");
         }
         other => panic!("reply with ethertype {other:?}"),

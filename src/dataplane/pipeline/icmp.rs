@@ -1,4 +1,5 @@
-//! Path-MTU errors addressed to a VIP: which flow they are about.
+//! ICMP addressed to a VIP: path-MTU errors, which go to the backend of
+//! the flow they quote, and echo requests, which cutover answers.
 //!
 //! With direct server return a backend answers the client from the VIP,
 //! so when a router between the backend and the client cannot forward a
@@ -16,32 +17,71 @@
 //! packets, which the flow table and Maglev know. This module reads that
 //! quote into [`Parsed::key`]; the pipeline then finds the version and the
 //! backend as for any packet, without creating or refreshing a flow entry,
-//! and forwards the ICMP packet unchanged. Other ICMP messages to a VIP
-//! (echo requests, other errors) are left to the caller, which drops them
-//! as unsupported.
+//! and forwards the ICMP packet unchanged.
+//!
+//! Echo requests to a live VIP get their reply from cutover itself, as
+//! from an IPVS director (whose VIPs are local addresses) or Katran: `ping
+//! VIP` shows that the VIP is served, and stops once its version is
+//! released. Other ICMP messages to a VIP are left to the caller, which
+//! drops them as unsupported.
 
+use std::net::Ipv6Addr;
+
+use crate::dataplane::frame::FrameBuf;
 use crate::dataplane::stats::DropReason;
+use crate::wire::checksum;
+use crate::wire::ethernet;
 use crate::wire::icmp::{self, Icmpv4Packet, Icmpv6Packet};
 use crate::wire::{ipv4, ipv6};
 
 use super::parse::{mapped_v4, Kind};
-use super::{Parsed, TCP, UDP};
+use super::{Parsed, Verdict, TCP, UDP};
+
+/// TTL and hop limit of the echo replies cutover sends.
+const HOP_LIMIT: u8 = 64;
 
 /// Bytes of the transport header an ICMP error quotes at least (RFC 792;
 /// RFC 4443 quotes more): both ports.
 const QUOTED_L4: usize = 8;
 
-/// Reads the flow an ICMPv4 "fragmentation needed" quotes. `msg` is the
-/// IPv4 payload of a packet to `p.key.dst`. Leaves `p` as it is for any
-/// other ICMPv4 message, and for a quote of a protocol other than TCP or
-/// UDP or of a later fragment (no ports). A quote that is cut short or
-/// was not sent from the address the error was sent to is malformed.
-pub(super) fn quoted_flow_v4(p: &mut Parsed, msg: &[u8]) -> Result<(), DropReason> {
+/// Classifies an ICMPv4 message (`msg`, the whole IPv4 payload of an
+/// unfragmented packet to `p.key.dst`): an echo request is
+/// [`Kind::Echo`] when its IPv4 header has no options (a reply would have
+/// to handle them; such requests are rare and left unanswered), a
+/// "fragmentation needed" is read by [`quoted_flow_v4`], and anything else
+/// leaves `p` as it is.
+pub(super) fn classify_v4(p: &mut Parsed, msg: &[u8], options: bool) -> Result<(), DropReason> {
     let msg = Icmpv4Packet::new_checked(msg).map_err(|_| DropReason::Malformed)?;
-    if msg.msg_type() != icmp::V4_DST_UNREACHABLE || msg.code() != icmp::V4_CODE_FRAG_NEEDED {
-        return Ok(());
+    match (msg.msg_type(), msg.code()) {
+        (icmp::V4_ECHO_REQUEST, 0) if !options => {
+            p.kind = Kind::Echo;
+            Ok(())
+        }
+        (icmp::V4_DST_UNREACHABLE, icmp::V4_CODE_FRAG_NEEDED) => quoted_flow_v4(p, msg.payload()),
+        _ => Ok(()),
     }
-    let quote = msg.payload();
+}
+
+/// Classifies an ICMPv6 message as [`classify_v4`] does: echo requests
+/// whose ICMPv6 header follows the IPv6 header directly (`direct`),
+/// "packet too big" by [`quoted_flow_v6`].
+pub(super) fn classify_v6(p: &mut Parsed, msg: &[u8], direct: bool) -> Result<(), DropReason> {
+    let msg = Icmpv6Packet::new_checked(msg).map_err(|_| DropReason::Malformed)?;
+    match (msg.msg_type(), msg.code()) {
+        (icmp::V6_ECHO_REQUEST, 0) if direct => {
+            p.kind = Kind::Echo;
+            Ok(())
+        }
+        (icmp::V6_PACKET_TOO_BIG, 0) => quoted_flow_v6(p, msg.payload()),
+        _ => Ok(()),
+    }
+}
+
+/// Reads the flow an ICMPv4 "fragmentation needed" quotes (`quote`, its
+/// payload). Leaves `p` as it is for a quote of a protocol other than TCP
+/// or UDP or of a later fragment (no ports). A quote that is cut short or
+/// was not sent from the address the error was sent to is malformed.
+fn quoted_flow_v4(p: &mut Parsed, quote: &[u8]) -> Result<(), DropReason> {
     let head = quote.get(..ipv4::HEADER_LEN).ok_or(DropReason::Malformed)?;
     let ip = ipv4::Packet::new_unchecked(head);
     let hl = ip.header_len();
@@ -65,12 +105,7 @@ pub(super) fn quoted_flow_v4(p: &mut Parsed, msg: &[u8]) -> Result<(), DropReaso
 /// Reads the flow an ICMPv6 "packet too big" quotes; as
 /// [`quoted_flow_v4`]. Only a quote whose TCP or UDP header follows the
 /// IPv6 header directly: one with extension headers is left as it is.
-pub(super) fn quoted_flow_v6(p: &mut Parsed, msg: &[u8]) -> Result<(), DropReason> {
-    let msg = Icmpv6Packet::new_checked(msg).map_err(|_| DropReason::Malformed)?;
-    if msg.msg_type() != icmp::V6_PACKET_TOO_BIG || msg.code() != 0 {
-        return Ok(());
-    }
-    let quote = msg.payload();
+fn quoted_flow_v6(p: &mut Parsed, quote: &[u8]) -> Result<(), DropReason> {
     let head = quote.get(..ipv6::HEADER_LEN).ok_or(DropReason::Malformed)?;
     let ip = ipv6::Packet::new_unchecked(head);
     if ip.version() != 6 {
@@ -117,6 +152,74 @@ fn turn_around(
     p.tcp_flags = 0;
     p.kind = Kind::IcmpError;
     Ok(())
+}
+
+/// Turns an echo request ([`Kind::Echo`], to a live VIP) into its reply
+/// in place: Ethernet and IP addresses swapped, a fresh TTL or hop limit,
+/// type "echo reply", the checksum updated for the one word that changed.
+/// The data comes back as it came. A request whose checksum is wrong is
+/// dropped as malformed, as the kernel would drop it, rather than answered
+/// with a reply the client would throw away.
+pub(super) fn echo_reply<B: FrameBuf>(pkt: &mut B, p: &Parsed) -> Verdict {
+    let (l3, end) = (p.l3, p.l3 + p.ip_len);
+    let frame = pkt.bytes_mut();
+    let Some(packet) = frame.get_mut(l3..end) else {
+        return Verdict::Drop(DropReason::Malformed);
+    };
+    let answered = if p.v6 {
+        reply_v6(packet)
+    } else {
+        reply_v4(packet)
+    };
+    if answered.is_none() {
+        return Verdict::Drop(DropReason::Malformed);
+    }
+    let mut eth = ethernet::Frame::new_unchecked(&mut frame[..]);
+    let (client, ours) = (eth.src_addr(), eth.dst_addr());
+    eth.set_dst_addr(client);
+    eth.set_src_addr(ours);
+    Verdict::Reply
+}
+
+/// The IPv4 half of [`echo_reply`] over the IP packet (header without
+/// options, as [`classify_v4`] admitted it).
+fn reply_v4(packet: &mut [u8]) -> Option<()> {
+    let (head, msg) = packet.split_at_mut_checked(ipv4::HEADER_LEN)?;
+    let mut msg = Icmpv4Packet::new_checked(msg).ok()?;
+    if !msg.verify_checksum() {
+        return None;
+    }
+    let old = u16::from_be_bytes([msg.msg_type(), msg.code()]);
+    msg.set_msg_type(icmp::V4_ECHO_REPLY);
+    let new = u16::from_be_bytes([msg.msg_type(), msg.code()]);
+    msg.set_checksum(checksum::update_u16(msg.checksum(), old, new));
+    let mut ip = ipv4::Packet::new_unchecked(head);
+    let (src, dst) = (ip.src_addr(), ip.dst_addr());
+    ip.set_src_addr(dst);
+    ip.set_dst_addr(src);
+    ip.set_ttl(HOP_LIMIT);
+    ip.fill_checksum();
+    Some(())
+}
+
+/// The IPv6 half of [`echo_reply`]. The pseudo-header's sum does not
+/// change when the addresses swap, so only the type's word is updated.
+fn reply_v6(packet: &mut [u8]) -> Option<()> {
+    let (head, msg) = packet.split_at_mut_checked(ipv6::HEADER_LEN)?;
+    let mut ip = ipv6::Packet::new_unchecked(head);
+    let (src, dst): (Ipv6Addr, Ipv6Addr) = (ip.src_addr(), ip.dst_addr());
+    let mut msg = Icmpv6Packet::new_checked(msg).ok()?;
+    if !msg.verify_checksum(src, dst) {
+        return None;
+    }
+    let old = u16::from_be_bytes([msg.msg_type(), msg.code()]);
+    msg.set_msg_type(icmp::V6_ECHO_REPLY);
+    let new = u16::from_be_bytes([msg.msg_type(), msg.code()]);
+    msg.set_checksum(checksum::update_u16(msg.checksum(), old, new));
+    ip.set_src_addr(dst);
+    ip.set_dst_addr(src);
+    ip.set_hop_limit(HOP_LIMIT);
+    Some(())
 }
 
 #[cfg(test)]
@@ -188,7 +291,7 @@ mod tests {
     }
 
     #[test]
-    fn other_messages_and_quotes_without_ports_stay_plain_icmp() {
+    fn other_messages_and_quotes_without_ports_stay_plain_icmp_and_echo_is_told_apart() {
         let mut later = reply(0);
         later[6..8].copy_from_slice(&[0, 8]); // fragment offset 64
         let mut icmp_quote = reply(0);
@@ -201,10 +304,14 @@ mod tests {
                 (Kind::Flow, 1, false)
             );
         }
-        let mut echo = frag_needed(&reply(0));
-        echo[14 + 20] = icmp::V4_ECHO_REQUEST;
-        echo[14 + 21] = 0;
-        let (r, p) = parsed(&echo);
+        let mut other = frag_needed(&reply(0));
+        other[14 + 20] = icmp::V4_TIME_EXCEEDED;
+        other[14 + 21] = 0;
+        let (r, p) = parsed(&other);
         assert_eq!((r, p.kind, p.key.protocol), (Ok(()), Kind::Flow, 1));
+        // An echo request is told apart, answered or not later.
+        other[14 + 20] = icmp::V4_ECHO_REQUEST;
+        let (r, p) = parsed(&other);
+        assert_eq!((r, p.kind, p.key.protocol), (Ok(()), Kind::Echo, 1));
     }
 }

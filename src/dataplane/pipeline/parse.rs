@@ -62,6 +62,9 @@ pub(crate) enum Kind {
     /// quotes, turned around into the client's direction, and the packet
     /// goes to that flow's backend as it is, never answered.
     IcmpError,
+    /// An ICMP or ICMPv6 echo request (`icmp.rs`): answered when its
+    /// destination is a live VIP.
+    Echo,
 }
 
 impl Parsed {
@@ -242,7 +245,7 @@ fn parse_v4(frame: &[u8], p: &mut Parsed) -> Result<(), DropReason> {
         transport(p, ip.payload())?;
     }
     if !fragment && p.key.protocol == ICMP {
-        icmp::quoted_flow_v4(p, ip.payload())?;
+        icmp::classify_v4(p, ip.payload(), ip.header_len() != ipv4::HEADER_LEN)?;
     }
     Ok(())
 }
@@ -267,7 +270,7 @@ fn parse_v6(frame: &[u8], p: &mut Parsed) -> Result<(), DropReason> {
             .ok_or(DropReason::Malformed)?;
         transport(p, l4)?;
         if p.kind == Kind::Flow && p.key.protocol == ICMPV6 {
-            icmp::quoted_flow_v6(p, l4)?;
+            icmp::classify_v6(p, l4, upper.offset == ipv6::HEADER_LEN)?;
         }
     }
     Ok(())

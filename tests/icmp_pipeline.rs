@@ -1,6 +1,7 @@
-//! Path-MTU errors that routers send to a VIP reach the backend that holds
-//! the flow they quote (`src/dataplane/pipeline/icmp.rs`), unchanged, in
-//! both forwarding modes; every other ICMP to a VIP is dropped and counted.
+//! ICMP to a VIP (`src/dataplane/pipeline/icmp.rs`): path-MTU errors that
+//! routers send to a VIP reach the backend that holds the flow they quote,
+//! unchanged, in both forwarding modes; echo requests are answered; every
+//! other ICMP to a VIP is dropped and counted.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
@@ -258,12 +259,14 @@ fn other_icmp_to_a_vip_is_dropped_and_counted() {
     let (client, port) = client_v4(1);
     let client = Ipv4Addr::from(client);
     let quote = reply_quote(vip.into(), client.into(), 80, port, 48);
-    let mut echo = Vec::new();
+    let mut expired = Vec::new();
     PacketBuilder::ethernet2(CLIENT_MAC, LB_MAC)
         .ipv4(ROUTER_V4, vip.octets(), 64)
-        .icmpv4_echo_request(1, 1)
-        .write(&mut echo, &[0u8; 16])
-        .expect("echo");
+        .icmpv4(Icmpv4Type::TimeExceeded(
+            icmpv4::TimeExceededCode::TtlExceededInTransit,
+        ))
+        .write(&mut expired, &quote)
+        .expect("time exceeded");
     let other_port = frag_needed(vip, &reply_quote(vip.into(), client.into(), 81, port, 48));
     let not_from_vip = frag_needed(
         vip,
@@ -277,7 +280,7 @@ fn other_icmp_to_a_vip_is_dropped_and_counted() {
     );
     let mut pipe = testkit::pipeline(64);
     let cases = [
-        (echo, DropReason::Unsupported),
+        (expired, DropReason::Unsupported),
         (other_port, DropReason::NoService),
         (not_from_vip, DropReason::Malformed),
         (cut_short, DropReason::Malformed),
@@ -306,4 +309,149 @@ fn other_icmp_to_a_vip_is_dropped_and_counted() {
     );
     assert_eq!(pipe.stats().icmp_forwarded.get(), 0);
     assert!(pipe.flows().is_empty());
+}
+
+/// An echo request to `dst` from the client (IPv4 or IPv6) with `data`.
+fn echo_request(dst: IpAddr, data: &[u8]) -> Vec<u8> {
+    let eth = PacketBuilder::ethernet2(CLIENT_MAC, LB_MAC);
+    let mut v = Vec::new();
+    match dst {
+        IpAddr::V4(d) => eth
+            .ipv4(client_v4(3).0, d.octets(), 9)
+            .icmpv4_echo_request(0x1234, 7)
+            .write(&mut v, data),
+        IpAddr::V6(d) => eth
+            .ipv6(client_v6(3).0, d.octets(), 9)
+            .icmpv6_echo_request(0x1234, 7)
+            .write(&mut v, data),
+    }
+    .expect("echo request");
+    v
+}
+
+/// A live VIP answers pings in both families and both forwarding modes:
+/// the reply goes back to the client's MAC from the VIP, carries the
+/// request's identifier, sequence and data, has valid checksums and a
+/// fresh TTL, and counts as neither a drop nor traffic of the version.
+#[test]
+fn a_live_vip_answers_echo_requests() {
+    let data: Vec<u8> = (0u8..56).collect();
+    for forwarding in [Forwarding::L2dsr, Forwarding::Ipip] {
+        let snap = testkit::snapshot(1, BACKENDS, forwarding, TABLE).expect("snapshot");
+        let uid = snap.version(0).expect("version 0").uid;
+        let mut pipe = testkit::pipeline(64);
+        let vips = [
+            IpAddr::V4(testkit::vip_v4(0)),
+            IpAddr::V6(testkit::vip_v6(0)),
+        ];
+        let requests: Vec<Vec<u8>> = vips.iter().map(|v| echo_request(*v, &data)).collect();
+        let out = burst(&mut pipe, &snap, 1, &requests);
+        for ((vip, request), (verdict, reply)) in vips.iter().zip(&requests).zip(&out) {
+            assert_eq!(*verdict, Verdict::Reply, "{forwarding:?} {vip}");
+            assert_eq!(reply.len(), request.len());
+            let parsed = etherparse::SlicedPacket::from_ethernet(reply).expect("reply parses");
+            let Some(etherparse::LinkSlice::Ethernet2(eth)) = &parsed.link else {
+                panic!("no Ethernet header");
+            };
+            assert_eq!((eth.destination(), eth.source()), (CLIENT_MAC, LB_MAC));
+            match (&parsed.net, &parsed.transport) {
+                (
+                    Some(etherparse::NetSlice::Ipv4(ip)),
+                    Some(etherparse::TransportSlice::Icmpv4(icmp)),
+                ) => {
+                    let h = ip.header();
+                    assert_eq!(IpAddr::V4(h.source_addr()), *vip);
+                    assert_eq!(h.destination_addr().octets(), client_v4(3).0);
+                    assert_eq!(h.ttl(), 64);
+                    let hdr = h.to_header();
+                    assert_eq!(hdr.header_checksum, hdr.calc_header_checksum());
+                    assert_eq!(
+                        icmp.icmp_type(),
+                        Icmpv4Type::EchoReply(etherparse::IcmpEchoHeader { id: 0x1234, seq: 7 })
+                    );
+                    assert_eq!(icmp.payload(), &data[..]);
+                    let fresh =
+                        etherparse::Icmpv4Header::with_checksum(icmp.icmp_type(), icmp.payload());
+                    assert_eq!(icmp.checksum(), fresh.checksum, "ICMP checksum");
+                }
+                (
+                    Some(etherparse::NetSlice::Ipv6(ip)),
+                    Some(etherparse::TransportSlice::Icmpv6(icmp)),
+                ) => {
+                    let h = ip.header();
+                    assert_eq!(IpAddr::V6(h.source_addr()), *vip);
+                    assert_eq!(h.destination_addr().octets(), client_v6(3).0);
+                    assert_eq!(h.hop_limit(), 64);
+                    assert_eq!(
+                        icmp.icmp_type(),
+                        Icmpv6Type::EchoReply(etherparse::IcmpEchoHeader { id: 0x1234, seq: 7 })
+                    );
+                    assert_eq!(icmp.payload(), &data[..]);
+                    let fresh = etherparse::Icmpv6Header::with_checksum(
+                        icmp.icmp_type(),
+                        h.source(),
+                        h.destination(),
+                        icmp.payload(),
+                    )
+                    .expect("checksum");
+                    assert_eq!(icmp.checksum(), fresh.checksum, "ICMPv6 checksum");
+                }
+                other => panic!("not an echo reply: {other:?}"),
+            }
+        }
+        let stats = pipe.stats();
+        assert_eq!(stats.echo_replies.get(), 2);
+        assert_eq!(stats.icmp_sent.get(), 0);
+        assert!(DropReason::ALL.iter().all(|r| stats.dropped(*r) == 0));
+        let c = stats.version(0, uid).expect("counters of version 0");
+        assert_eq!((c.packets.get(), c.last_packet_ns.get()), (0, 0));
+    }
+}
+
+/// Pings that get no reply: to an address that is not a live VIP, with a
+/// wrong checksum (the kernel would drop them too), or with IPv4 options.
+#[test]
+fn echo_requests_that_get_no_reply() {
+    let snap = testkit::snapshot(1, BACKENDS, Forwarding::L2dsr, TABLE).expect("snapshot");
+    let mut pipe = testkit::pipeline(64);
+    let data = [5u8; 24];
+    let elsewhere = echo_request(IpAddr::V4(testkit::vip_v4(7)), &data);
+    let mut bad_sum = echo_request(IpAddr::V4(testkit::vip_v4(0)), &data);
+    let last = bad_sum.len() - 1;
+    bad_sum[last] ^= 1;
+    let mut bad_sum6 = echo_request(IpAddr::V6(testkit::vip_v6(0)), &data);
+    let last = bad_sum6.len() - 1;
+    bad_sum6[last] ^= 1;
+    let mut with_options = Vec::new();
+    let mut ip = etherparse::Ipv4Header::new(
+        0,
+        64,
+        etherparse::IpNumber::ICMP,
+        client_v4(3).0,
+        testkit::vip_v4(0).octets(),
+    )
+    .expect("header");
+    ip.options = [1u8, 1, 1, 1][..].try_into().expect("options");
+    PacketBuilder::ethernet2(CLIENT_MAC, LB_MAC)
+        .ip(etherparse::IpHeaders::Ipv4(ip, Default::default()))
+        .icmpv4_echo_request(1, 1)
+        .write(&mut with_options, &data)
+        .expect("frame");
+    let out = burst(
+        &mut pipe,
+        &snap,
+        1,
+        &[elsewhere, bad_sum, bad_sum6, with_options],
+    );
+    let verdicts: Vec<Verdict> = out.iter().map(|(v, _)| *v).collect();
+    assert_eq!(
+        verdicts,
+        [
+            Verdict::Drop(DropReason::NoService),
+            Verdict::Drop(DropReason::Malformed),
+            Verdict::Drop(DropReason::Malformed),
+            Verdict::Drop(DropReason::Unsupported),
+        ]
+    );
+    assert_eq!(pipe.stats().echo_replies.get(), 0);
 }

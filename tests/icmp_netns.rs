@@ -11,7 +11,8 @@
 //! wrong one changes nothing: only the backend with the connection has a
 //! socket for it. Both forwarding modes: with `ipip` the error reaches the
 //! backend's kernel through the user-space decapsulator, as the client's
-//! packets do. Needs root; skipped with a message otherwise.
+//! packets do. Then a real `ping` of the VIP, which cutover answers
+//! itself. Needs root; skipped with a message otherwise.
 
 #[path = "common/cutover.rs"]
 mod cutover;
@@ -239,12 +240,12 @@ fn serve_vip(
 }
 
 #[test]
-fn l2dsr_a_router_error_lowers_the_path_mtu_of_the_backend_with_the_connection() {
+fn l2dsr_path_mtu_errors_reach_the_backend_and_the_vip_answers_ping() {
     run_case("pmtu1", "l2dsr");
 }
 
 #[test]
-fn ipip_a_router_error_lowers_the_path_mtu_of_the_backend_with_the_connection() {
+fn ipip_path_mtu_errors_reach_the_backend_and_the_vip_answers_ping() {
     run_case("pmtu2", "ipip");
 }
 
@@ -330,10 +331,24 @@ fn run_case(prefix: &str, forwarding: &str) {
         "the backend holding the connection did not lower its path MTU\ncutover log:\n{}",
         cutover_log()
     );
+    // A real ping of the VIP: cutover answers it.
+    let ping = netns::run_in(
+        &topo.client.ns,
+        "ping",
+        &["-c", "3", "-i", "0.2", "-W", "2", &VIP.to_string()],
+    )
+    .expect("run ping");
+    let said = String::from_utf8_lossy(&ping.stdout);
+    assert!(
+        ping.status.success() && said.contains("3 received"),
+        "ping of the VIP failed:\n{said}{}",
+        String::from_utf8_lossy(&ping.stderr)
+    );
     // The exporter copies the workers' counters periodically.
     let counted = |m: &str| {
-        m.lines()
-            .any(|l| l == "cutover_icmp_total{direction=\"forwarded\"} 1")
+        let lines: Vec<&str> = m.lines().collect();
+        lines.contains(&"cutover_icmp_total{kind=\"forwarded\"} 1")
+            && lines.contains(&"cutover_icmp_total{kind=\"echo_reply\"} 3")
     };
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut metrics = scrape(&topo.lb.ns, METRICS);
