@@ -98,6 +98,10 @@ up() {
 	done < <(nodes "$p" "$n")
 	ipc -n "$p-client" route add 198.18.0.0/24 via 10.99.0.2
 	ipc -n "$p-client" -6 route add fd98::/64 via fd99::2
+	# The lb's kernel sees a copy of what AF_PACKET takes: without a route
+	# for the VIPs, IPv6 would answer each packet with "no route".
+	ipc -n "$p-lb" route add blackhole 198.18.0.0/24
+	ipc -n "$p-lb" -6 route add blackhole fd98::/64
 	for i in $(seq 1 "$n"); do
 		ns="$p-b$i"
 		ipc -n "$ns" route add local 198.18.0.0/24 dev lo

@@ -34,6 +34,8 @@ use etherparse::{icmpv4, Icmpv4Header, Icmpv4Type, Ipv4HeaderSlice, TcpHeaderSli
 use netns::{in_netns, Topology};
 
 const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 10);
+/// Only pinged: the path-MTU part is IPv4's.
+const VIP6: &str = "fd98::10";
 const METRICS: &str = "127.0.0.1:9100";
 /// The MTU the "router" reports: below the segment's 1 500.
 const ROUTER_MTU: u16 = 1300;
@@ -62,14 +64,14 @@ listen = "{METRICS}"
 
 [[vip_pool]]
 name = "vips"
-prefixes = ["198.18.0.0/24"]
+prefixes = ["198.18.0.0/24", "fd98::/64"]
 
 [[service]]
 name = "web"
 pool = "vips"
 ports = ["tcp/80"]
-families = ["ipv4"]
-vips = ["{VIP}"]
+families = ["ipv4", "ipv6"]
+vips = ["{VIP}", "{VIP6}"]
 backends = [{backends}]
 "#,
         lb = topo.lb.ipv4,
@@ -331,24 +333,26 @@ fn run_case(prefix: &str, forwarding: &str) {
         "the backend holding the connection did not lower its path MTU\ncutover log:\n{}",
         cutover_log()
     );
-    // A real ping of the VIP: cutover answers it.
-    let ping = netns::run_in(
-        &topo.client.ns,
-        "ping",
-        &["-c", "3", "-i", "0.2", "-W", "2", &VIP.to_string()],
-    )
-    .expect("run ping");
-    let said = String::from_utf8_lossy(&ping.stdout);
-    assert!(
-        ping.status.success() && said.contains("3 received"),
-        "ping of the VIP failed:\n{said}{}",
-        String::from_utf8_lossy(&ping.stderr)
-    );
+    // A real ping of each VIP: cutover answers it.
+    for vip in [VIP.to_string(), VIP6.to_owned()] {
+        let ping = netns::run_in(
+            &topo.client.ns,
+            "ping",
+            &["-c", "3", "-i", "0.2", "-W", "2", &vip],
+        )
+        .expect("run ping");
+        let said = String::from_utf8_lossy(&ping.stdout);
+        assert!(
+            ping.status.success() && said.contains("3 received"),
+            "ping of {vip} failed:\n{said}{}",
+            String::from_utf8_lossy(&ping.stderr)
+        );
+    }
     // The exporter copies the workers' counters periodically.
     let counted = |m: &str| {
         let lines: Vec<&str> = m.lines().collect();
         lines.contains(&"cutover_icmp_total{kind=\"forwarded\"} 1")
-            && lines.contains(&"cutover_icmp_total{kind=\"echo_reply\"} 3")
+            && lines.contains(&"cutover_icmp_total{kind=\"echo_reply\"} 6")
     };
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut metrics = scrape(&topo.lb.ns, METRICS);

@@ -187,6 +187,14 @@ impl Topology {
         let c = self.client.ns.clone();
         ip(&["-n", &c, "route", "add", VIP_V4_NET, "via", &lb4])?;
         ip(&["-n", &c, "-6", "route", "add", VIP_V6_NET, "via", &lb6])?;
+        // The lb's kernel gets a copy of the VIP traffic that an AF_PACKET
+        // data plane takes. With no route for the VIPs, IPv4 drops it
+        // silently but IPv6 answers "no route" to the client; a blackhole
+        // route drops both silently (docs/operations.md asks the same of
+        // an AF_PACKET host).
+        let l = self.lb.ns.clone();
+        ip(&["-n", &l, "route", "add", "blackhole", VIP_V4_NET])?;
+        ip(&["-n", &l, "-6", "route", "add", "blackhole", VIP_V6_NET])?;
         for b in &nodes[2..] {
             let ns = &b.ns;
             ip(&["-n", ns, "route", "add", "local", VIP_V4_NET, "dev", "lo"])?;

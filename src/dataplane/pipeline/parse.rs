@@ -16,7 +16,8 @@ use crate::wire::{ipv4, ipv6, tcp, udp};
 
 use super::{icmp, TCP, UDP};
 
-/// Protocol numbers of ICMP errors that may be about a flow to a VIP.
+/// Protocol numbers of ICMP, whose path-MTU errors and echo requests to a
+/// VIP the pipeline handles (`icmp.rs`).
 const ICMP: u8 = 1;
 const ICMPV6: u8 = 58;
 
@@ -39,7 +40,8 @@ pub(crate) struct Parsed {
     pub(crate) v6: bool,
     /// The ports were read (TCP and UDP, except non-first fragments).
     pub(crate) has_ports: bool,
-    /// A packet of a flow, a fragment, or an ICMP error about a flow.
+    /// A packet of a flow, a fragment, an ICMP error about a flow, or a
+    /// ping.
     pub(crate) kind: Kind,
     /// IPv4 DF bit (always true for IPv6: routers never fragment it).
     pub(crate) dont_frag: bool,
@@ -47,9 +49,9 @@ pub(crate) struct Parsed {
     pub(crate) tcp_flags: u8,
 }
 
-/// What a parsed packet is to the flow table. One field rather than a
-/// flag each, so that the fast path tells the common case from the others
-/// with one comparison.
+/// What a parsed packet is to the pipeline. One field rather than a flag
+/// each, so that the fast path tells the common case from the others with
+/// one comparison.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Kind {
     /// A whole packet: its 5-tuple is a flow the flow table tracks (for
