@@ -29,55 +29,20 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use cutover::{scrape, serve_on, start_cutover, stop_cutover};
+use cutover::{
+    one_service_config, scrape, serve_on, start_cutover, stop_cutover, METRICS, VIP4, VIP6,
+};
 use etherparse::{icmpv4, Icmpv4Header, Icmpv4Type, Ipv4HeaderSlice, TcpHeaderSlice};
 use netns::{in_netns, Topology};
 
-const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 10);
-/// Only pinged: the path-MTU part is IPv4's.
-const VIP6: &str = "fd98::10";
-const METRICS: &str = "127.0.0.1:9100";
+/// The service's IPv4 VIP ([`VIP4`]); its IPv6 VIP is only pinged: the
+/// path-MTU part is IPv4's.
+fn vip() -> Ipv4Addr {
+    VIP4.parse().expect("VIP4 is an IPv4 address")
+}
 /// The MTU the "router" reports: below the segment's 1 500.
 const ROUTER_MTU: u16 = 1300;
 const REPLY: &[u8] = b"hello from the backend\n";
-
-fn config(topo: &Topology, forwarding: &str) -> String {
-    let backends: Vec<String> = topo
-        .backends
-        .iter()
-        .map(|b| format!("\"{}\"", b.ipv4))
-        .collect();
-    format!(
-        r#"
-[dataplane]
-driver = "af_packet"
-interfaces = ["eth0"]
-workers = 1
-forwarding = "{forwarding}"
-encap_source_v4 = "{lb}"
-
-[dns]
-listen = []
-
-[metrics]
-listen = "{METRICS}"
-
-[[vip_pool]]
-name = "vips"
-prefixes = ["198.18.0.0/24", "fd98::/64"]
-
-[[service]]
-name = "web"
-pool = "vips"
-ports = ["tcp/80"]
-families = ["ipv4", "ipv6"]
-vips = ["{VIP}", "{VIP6}"]
-backends = [{backends}]
-"#,
-        lb = topo.lb.ipv4,
-        backends = backends.join(", ")
-    )
-}
 
 /// The size of `T` as a socket length.
 fn socklen<T>() -> libc::socklen_t {
@@ -160,7 +125,7 @@ fn sniff_reply(raw: &OwnedFd, client_port: u16, deadline: Instant) -> Vec<u8> {
             continue;
         };
         let payload = usize::from(ip.total_len()) - hl - tcp.slice().len();
-        if ip.source_addr() == VIP && tcp.destination_port() == client_port && payload > 0 {
+        if ip.source_addr() == vip() && tcp.destination_port() == client_port && payload > 0 {
             let mut quote = pkt[..hl + 8].to_vec();
             let payload = u32::try_from(payload).expect("segment length");
             let end = tcp.sequence_number().wrapping_add(payload);
@@ -183,7 +148,7 @@ fn send_frag_needed(quote: &[u8]) {
     // SAFETY: sockaddr_in is plain old data; all-zero is valid.
     let mut to: libc::sockaddr_in = unsafe { std::mem::zeroed() };
     to.sin_family = libc::sa_family_t::try_from(libc::AF_INET).expect("AF_INET");
-    to.sin_addr.s_addr = u32::from(VIP).to_be();
+    to.sin_addr.s_addr = u32::from(vip()).to_be();
     // SAFETY: `msg` and `to` are live and of the lengths passed.
     let n = unsafe {
         libc::sendto(
@@ -208,7 +173,7 @@ fn serve_vip(
     events: mpsc::Sender<(usize, i32)>,
     check: mpsc::Receiver<()>,
 ) {
-    let listener = in_netns(ns, || TcpListener::bind((VIP, 80)))
+    let listener = in_netns(ns, || TcpListener::bind((vip(), 80)))
         .expect("backend namespace")
         .expect("bind the VIP");
     std::thread::spawn(move || {
@@ -259,7 +224,11 @@ fn run_case(prefix: &str, forwarding: &str) {
     let topo = Topology::build(prefix, 3).expect("topology");
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg_path = dir.path().join("cutover.toml");
-    std::fs::write(&cfg_path, config(&topo, forwarding)).expect("write config");
+    std::fs::write(
+        &cfg_path,
+        one_service_config(&topo, "af_packet", forwarding, 1),
+    )
+    .expect("write config");
     let _decaps: Vec<decap::Decap> = if forwarding == "ipip" {
         topo.backends
             .iter()
@@ -293,7 +262,7 @@ fn run_case(prefix: &str, forwarding: &str) {
         let deadline = Instant::now() + Duration::from_secs(30);
         let mut conn = loop {
             match TcpStream::connect_timeout(
-                &SocketAddr::new(VIP.into(), 80),
+                &SocketAddr::new(vip().into(), 80),
                 Duration::from_secs(1),
             ) {
                 Ok(c) => break c,
@@ -334,7 +303,7 @@ fn run_case(prefix: &str, forwarding: &str) {
         cutover_log()
     );
     // A real ping of each VIP: cutover answers it.
-    for vip in [VIP.to_string(), VIP6.to_owned()] {
+    for vip in [vip().to_string(), VIP6.to_owned()] {
         let ping = netns::run_in(
             &topo.client.ns,
             "ping",

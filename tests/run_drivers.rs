@@ -18,13 +18,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
-use cutover::{hold_connections, scrape, serve_on, start_cutover, stop_cutover};
+use cutover::{
+    hold_connections, one_service_config, scrape, serve_on, start_cutover, stop_cutover, METRICS,
+    VIP4, VIP6,
+};
 use netns::{in_netns, KillOnDrop, Topology};
 use services::NameServer;
-
-const VIP4: &str = "198.18.0.10";
-const VIP6: &str = "fd98::10";
-const METRICS: &str = "127.0.0.1:9100";
 
 fn skip() -> bool {
     if netns::netns_available() {
@@ -32,54 +31,6 @@ fn skip() -> bool {
     }
     eprintln!("skipping: needs root and `ip netns` (network namespaces)");
     true
-}
-
-fn config(topo: &Topology, driver: &str, forwarding: &str, workers: usize) -> String {
-    let backends: Vec<String> = topo
-        .backends
-        .iter()
-        .map(|b| format!("\"{}\"", b.ipv4))
-        .collect();
-    format!(
-        r#"
-[dataplane]
-driver = "{driver}"
-interfaces = ["{iface}"]
-workers = {workers}
-forwarding = "{forwarding}"
-encap_source_v4 = "{lb}"
-
-[dns]
-listen = []
-
-[metrics]
-listen = "{METRICS}"
-
-[[vip_pool]]
-name = "vips"
-prefixes = ["198.18.0.0/24", "fd98::/64"]
-
-[[service]]
-name = "web"
-pool = "vips"
-ports = ["tcp/80", "udp/9999"]
-families = ["ipv4", "ipv6"]
-vips = ["{VIP4}", "{VIP6}"]
-backends = [{backends}]
-"#,
-        lb = topo.lb.ipv4,
-        backends = backends.join(", "),
-        iface = if driver == "dpdk" {
-            "net_af_packet0"
-        } else {
-            "eth0"
-        },
-    ) + if driver == "dpdk" {
-        // No NIC, no hugepages: DPDK's AF_PACKET PMD on the lb's veth.
-        "\n[dataplane.dpdk]\neal_args = [\"--no-huge\", \"-m\", \"512\", \"--no-pci\", \"--no-shconf\", \"-l\", \"0\", \"-d\", \"/usr/lib/x86_64-linux-gnu/dpdk/pmds-23.0\", \"--vdev=net_af_packet0,iface=eth0\"]\n"
-    } else {
-        ""
-    }
 }
 
 /// Name servers on every backend: the VIPs for clients, the backend's own
@@ -111,7 +62,11 @@ fn run_case(prefix: &str, driver: &str, forwarding: &str) {
     let cfg_path = dir.path().join("cutover.toml");
     // The topology's veths have one queue: AF_XDP runs one worker on it.
     let workers = if driver == "af_packet" { 2 } else { 1 };
-    std::fs::write(&cfg_path, config(&topo, driver, forwarding, workers)).expect("write config");
+    std::fs::write(
+        &cfg_path,
+        one_service_config(&topo, driver, forwarding, workers),
+    )
+    .expect("write config");
     let log = dir.path().join("cutover.log");
     let _servers = start_backends(&topo);
     // ipip: the backends' kernels have no IPIP support here; a user-space

@@ -1,6 +1,7 @@
 //! `cutover run` as a child process in the lb namespace, and the two ends
 //! of traffic through it, for the end-to-end tests that run the binary
-//! (`run_drivers`, `gateway`): backends that answer with their name on the
+//! (`run_drivers`, `gateway`, `icmp_netns`): a one-service configuration,
+//! backends that answer with their name on the
 //! VIPs, clients that hold many connections, a `/metrics` scrape.
 //!
 //! Use from a test crate next to `netns.rs` and `services.rs`:
@@ -12,8 +13,72 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::netns::{in_netns, KillOnDrop};
+use super::netns::{in_netns, KillOnDrop, Topology};
 use super::services::{serve_name, Conn, NameServer};
+
+/// The IPv4 VIP of [`one_service_config`]'s service.
+pub const VIP4: &str = "198.18.0.10";
+/// Its IPv6 VIP.
+pub const VIP6: &str = "fd98::10";
+/// Where that configuration's metrics listen (in the lb namespace).
+pub const METRICS: &str = "127.0.0.1:9100";
+
+/// A configuration for `cutover run` in `topo`'s lb namespace: one
+/// service `web` on [`VIP4`] and [`VIP6`], ports tcp/80 and udp/9999, over
+/// every backend of `topo`, with the given driver, forwarding mode and
+/// workers (DPDK through its AF_PACKET PMD on the lb's veth).
+pub fn one_service_config(
+    topo: &Topology,
+    driver: &str,
+    forwarding: &str,
+    workers: usize,
+) -> String {
+    let backends: Vec<String> = topo
+        .backends
+        .iter()
+        .map(|b| format!("\"{}\"", b.ipv4))
+        .collect();
+    format!(
+        r#"
+[dataplane]
+driver = "{driver}"
+interfaces = ["{iface}"]
+workers = {workers}
+forwarding = "{forwarding}"
+encap_source_v4 = "{lb}"
+
+[dns]
+listen = []
+
+[metrics]
+listen = "{METRICS}"
+
+[[vip_pool]]
+name = "vips"
+prefixes = ["198.18.0.0/24", "fd98::/64"]
+
+[[service]]
+name = "web"
+pool = "vips"
+ports = ["tcp/80", "udp/9999"]
+families = ["ipv4", "ipv6"]
+vips = ["{VIP4}", "{VIP6}"]
+backends = [{backends}]
+"#,
+        lb = topo.lb.ipv4,
+        backends = backends.join(", "),
+        iface = if driver == "dpdk" {
+            "net_af_packet0"
+        } else {
+            "eth0"
+        },
+    ) + if driver == "dpdk" {
+        // No NIC, no hugepages: DPDK's AF_PACKET PMD on the lb's veth.
+        "\n[dataplane.dpdk]\neal_args = [\"--no-huge\", \"-m\", \"512\", \"--no-pci\", \"--no-shconf\", \"-l\", \"0\", \"-d\", \"/usr/lib/x86_64-linux-gnu/dpdk/pmds-23.0\", \"--vdev=net_af_packet0,iface=eth0\"]\n"
+    } else {
+        ""
+    }
+}
 
 /// `cutover run --config cfg_path` in namespace `ns`, its log in `log`.
 pub fn start_cutover(ns: &str, cfg_path: &Path, log: &Path) -> KillOnDrop {
