@@ -181,6 +181,16 @@ pub(super) fn echo_reply<B: FrameBuf>(pkt: &mut B, p: &Parsed) -> Verdict {
     Verdict::Reply
 }
 
+/// The ICMP checksum after the type changes from `old` to `new` (the
+/// type and code share one 16-bit word of the sum).
+fn retyped(sum: u16, old: u8, new: u8, code: u8) -> u16 {
+    checksum::update_u16(
+        sum,
+        u16::from_be_bytes([old, code]),
+        u16::from_be_bytes([new, code]),
+    )
+}
+
 /// The IPv4 half of [`echo_reply`] over the IP packet (header without
 /// options, as [`classify_v4`] admitted it).
 fn reply_v4(packet: &mut [u8]) -> Option<()> {
@@ -189,10 +199,13 @@ fn reply_v4(packet: &mut [u8]) -> Option<()> {
     if !msg.verify_checksum() {
         return None;
     }
-    let old = u16::from_be_bytes([msg.msg_type(), msg.code()]);
+    msg.set_checksum(retyped(
+        msg.checksum(),
+        msg.msg_type(),
+        icmp::V4_ECHO_REPLY,
+        msg.code(),
+    ));
     msg.set_msg_type(icmp::V4_ECHO_REPLY);
-    let new = u16::from_be_bytes([msg.msg_type(), msg.code()]);
-    msg.set_checksum(checksum::update_u16(msg.checksum(), old, new));
     let mut ip = ipv4::Packet::new_unchecked(head);
     let (src, dst) = (ip.src_addr(), ip.dst_addr());
     ip.set_src_addr(dst);
@@ -212,10 +225,13 @@ fn reply_v6(packet: &mut [u8]) -> Option<()> {
     if !msg.verify_checksum(src, dst) {
         return None;
     }
-    let old = u16::from_be_bytes([msg.msg_type(), msg.code()]);
+    msg.set_checksum(retyped(
+        msg.checksum(),
+        msg.msg_type(),
+        icmp::V6_ECHO_REPLY,
+        msg.code(),
+    ));
     msg.set_msg_type(icmp::V6_ECHO_REPLY);
-    let new = u16::from_be_bytes([msg.msg_type(), msg.code()]);
-    msg.set_checksum(checksum::update_u16(msg.checksum(), old, new));
     ip.set_src_addr(dst);
     ip.set_dst_addr(src);
     ip.set_hop_limit(HOP_LIMIT);
