@@ -11,15 +11,23 @@
 //! datagram to its discard port, which makes the kernel resolve it; until
 //! then the backend's packets are dropped as `no_neighbor`, and why is
 //! logged once per backend.
+//!
+//! A once-a-second refresh is too slow for a version about to be named by
+//! DNS: its first clients would connect within milliseconds, and the SYNs
+//! to a backend the kernel had never talked to would be dropped until the
+//! next refresh, longer than a client's first retransmission. So a rollout
+//! (or a start, or a reload) first asks the kernel for the next hops of
+//! its new backends and waits for them, up to [`RESOLVE_WAIT`]
+//! ([`to_resolve`], [`await_resolved`]), before it publishes the version.
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr, SocketAddrV6, UdpSocket};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ipnet::IpNet;
 
-use crate::control::config::Config;
+use crate::control::config::{Config, Forwarding};
 use crate::control::nexthop::{KernelView, Resolver, Route};
 use crate::snapshot::{Snapshot, SnapshotError, VersionEntry};
 
@@ -109,6 +117,94 @@ pub fn solicit(addr: IpAddr, scope: u32) {
     }
 }
 
+/// The longest a rollout, reload or start waits for the kernel to resolve
+/// its backends' next hops (an ARP or neighbour-discovery round trip on the
+/// local segment takes well under a millisecond; the kernel's first retry
+/// comes after a second). A backend still unresolved then is published
+/// without a next hop, as before: its packets are dropped as
+/// `no_neighbor` until the periodic refresh finds it.
+pub const RESOLVE_WAIT: Duration = Duration::from_secs(1);
+
+/// How often [`await_resolved`] re-reads the kernel's neighbours.
+const RESOLVE_POLL: Duration = Duration::from_millis(5);
+
+/// The addresses to resolve before `backends` (each with the forwarding
+/// mode of its service) can be published with next hops: for each backend
+/// that `resolver` cannot resolve yet and that can be resolved (on one of
+/// `kernel`'s on-link prefixes, or through a configured gateway), the
+/// address it resolves at, once. With no prefix known, or off-link without
+/// a gateway, nothing is worth waiting for; the periodic refresh still
+/// solicits and explains those.
+pub fn to_resolve(
+    resolver: &Resolver<'_>,
+    kernel: &KernelView,
+    backends: impl IntoIterator<Item = (Forwarding, IpAddr)>,
+) -> Vec<IpAddr> {
+    let mut missing: Vec<IpAddr> = Vec::new();
+    for (forwarding, addr) in backends {
+        if resolver.next_hop(forwarding, addr).is_some() {
+            continue;
+        }
+        let at = match resolver.route(forwarding, addr) {
+            Route::OnLink if kernel.on_link(&addr) => addr,
+            Route::Gateway(gw) => gw,
+            _ => continue,
+        };
+        if !missing.contains(&at) {
+            missing.push(at);
+        }
+    }
+    missing
+}
+
+/// Solicits every address of `missing` (see [`to_resolve`]) at once, then
+/// re-reads the kernel's neighbours and the addresses of `interfaces`
+/// until all of `missing` are known or `wait` has passed. Returns the
+/// newest view, or `None` when `missing` is empty (no dump is made).
+/// Blocks for up to `wait`: call it without the control lock.
+pub fn await_resolved(
+    interfaces: &[String],
+    missing: &[IpAddr],
+    kernel: &KernelView,
+    wait: Duration,
+) -> Option<KernelView> {
+    if missing.is_empty() {
+        return None;
+    }
+    let scope = first_ifindex(interfaces);
+    for &at in missing {
+        solicit(at, scope);
+    }
+    let deadline = Instant::now() + wait;
+    loop {
+        std::thread::sleep(RESOLVE_POLL);
+        let view = kernel_view(interfaces, &kernel.prefixes);
+        let unresolved: Vec<&IpAddr> = missing
+            .iter()
+            .filter(|at| !view.neighbors.contains_key(at))
+            .collect();
+        if unresolved.is_empty() {
+            return Some(view);
+        }
+        if Instant::now() >= deadline {
+            tracing::info!(
+                ?unresolved,
+                "next hops not resolved within {wait:?}; publishing without them"
+            );
+            return Some(view);
+        }
+    }
+}
+
+/// The index of the first of `interfaces` (the scope of a link-local next
+/// hop), 0 when there is none.
+fn first_ifindex(interfaces: &[String]) -> u32 {
+    interfaces
+        .first()
+        .and_then(|n| crate::io::ifaddr::ifindex(n))
+        .unwrap_or(0)
+}
+
 /// A copy of `snap` with every backend's next hop set from the static
 /// table of `cfg` or else from `kernel` (at the backend's own address when
 /// it is on-link, at its gateway's otherwise), or `None` when nothing
@@ -157,12 +253,7 @@ pub fn solicit_unresolved(
     kernel: &KernelView,
     explained: &mut HashSet<(IpAddr, Route)>,
 ) {
-    let scope = cfg
-        .dataplane
-        .interfaces
-        .first()
-        .and_then(|n| crate::io::ifaddr::ifindex(n))
-        .unwrap_or(0);
+    let scope = first_ifindex(&cfg.dataplane.interfaces);
     for at in unresolved_next_hops(cfg, snap, kernel, explained) {
         solicit(at, scope);
     }
@@ -294,6 +385,62 @@ backends = ["10.0.0.11", "10.7.0.11"]
             explained.into_iter().collect::<Vec<_>>(),
             [(far, Route::L2dsrOffLink)]
         );
+    }
+
+    #[test]
+    fn to_resolve_waits_only_where_an_answer_can_come() {
+        let text = r#"[dataplane]
+encap_source_v4 = "10.0.0.2"
+gateway_v4 = "10.0.0.1"
+
+[dataplane.neighbors]
+"10.0.0.13" = "02:00:00:00:00:13"
+
+[[vip_pool]]
+name = "public"
+prefixes = ["203.0.113.0/28"]
+
+[[service]]
+name = "web"
+pool = "public"
+ports = ["tcp/80"]
+backends = ["10.0.0.11"]
+"#;
+        let cfg = crate::control::config::parse(std::path::Path::new("t.toml"), text).unwrap();
+        let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
+        let view = KernelView {
+            neighbors: [(ip("10.0.0.12"), [2, 0, 0, 0, 0, 0x12])]
+                .into_iter()
+                .collect(),
+            prefixes: vec!["10.0.0.0/24".parse().unwrap()],
+        };
+        let resolver = Resolver::new(&cfg, &view);
+        let ask = |f: Forwarding, addrs: &[&str]| {
+            to_resolve(&resolver, &view, addrs.iter().map(|a| (f, ip(a))))
+        };
+        // On-link and unknown: itself, once; known or static: nothing.
+        assert_eq!(
+            ask(
+                Forwarding::L2dsr,
+                &["10.0.0.11", "10.0.0.12", "10.0.0.13", "10.0.0.11"]
+            ),
+            [ip("10.0.0.11")]
+        );
+        // Off-link ipip: the gateway, once for all of them.
+        assert_eq!(
+            ask(Forwarding::Ipip, &["10.7.0.1", "10.7.0.2", "10.0.0.11"]),
+            [ip("10.0.0.1"), ip("10.0.0.11")]
+        );
+        // Off-link l2dsr and IPv6 without a gateway: nothing will answer.
+        assert!(ask(Forwarding::L2dsr, &["10.7.0.1"]).is_empty());
+        assert!(ask(Forwarding::Ipip, &["2001:db8::1"]).is_empty());
+        // No prefix known (no address on the interfaces): no wait.
+        let blind = KernelView::default();
+        let resolver = Resolver::new(&cfg, &blind);
+        let none = to_resolve(&resolver, &blind, [(Forwarding::L2dsr, ip("10.0.0.11"))]);
+        assert!(none.is_empty());
+        // Nothing to resolve: no dump, no wait.
+        assert!(await_resolved(&[], &[], &view, RESOLVE_WAIT).is_none());
     }
 
     #[test]

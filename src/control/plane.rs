@@ -16,7 +16,7 @@ use std::time::{Instant, SystemTime};
 
 use serde::Serialize;
 
-use crate::control::config::{self, Config};
+use crate::control::config::{self, Config, Forwarding};
 use crate::control::neighbors;
 use crate::control::nexthop::{self, KernelView, Resolver, Route};
 use crate::control::state::{self, StateError};
@@ -134,13 +134,29 @@ impl ControlPlane {
             state::save(path, &manager.persisted(now))?;
         }
         let kernel = neighbors::kernel_view(&cfg.dataplane.interfaces, &[]);
-        let first = with_next_hops(&cfg, manager.snapshot(1)?, &kernel)?;
+        let first = manager.snapshot(1)?;
+        let static_hops = nexthop::static_hops(&cfg);
+        // DNS names the first versions as soon as it starts: their next
+        // hops are asked for first (see `neighbors::RESOLVE_WAIT`).
+        let missing = neighbors::to_resolve(
+            &Resolver::with_static(&cfg, &static_hops, &kernel),
+            &kernel,
+            backends_of(&first),
+        );
+        let kernel = neighbors::await_resolved(
+            &cfg.dataplane.interfaces,
+            &missing,
+            &kernel,
+            neighbors::RESOLVE_WAIT,
+        )
+        .unwrap_or(kernel);
+        let first = with_next_hops(&cfg, first, &kernel)?;
         let mut explained = HashSet::new();
         neighbors::solicit_unresolved(&cfg, &first, &kernel, &mut explained);
         Ok(ControlPlane {
             inner: Mutex::new(Inner {
                 manager,
-                static_hops: nexthop::static_hops(&cfg),
+                static_hops,
                 cfg,
                 generation: first.generation,
                 kernel,
@@ -246,8 +262,35 @@ impl ControlPlane {
     }
 
     /// A new version of `service` with `backends`; the old one drains.
+    ///
+    /// Backends whose next hop the kernel has not resolved yet are asked
+    /// for first, and the call waits for them (up to
+    /// [`neighbors::RESOLVE_WAIT`], without the lock) before the version
+    /// is published and DNS names it: otherwise its first connections
+    /// would meet `no_neighbor` drops until the next refresh.
     pub fn rollout(&self, service: &str, backends: &[IpAddr]) -> Result<VersionInfo, ControlError> {
-        self.change(|m, _| {
+        let fresh = {
+            let inner = self.lock();
+            let forwarding = inner
+                .cfg
+                .services
+                .iter()
+                .find(|s| s.name == service)
+                .map(|s| s.forwarding);
+            let resolver = Resolver::with_static(&inner.cfg, &inner.static_hops, &inner.kernel);
+            let missing = forwarding.map_or_else(Vec::new, |f| {
+                neighbors::to_resolve(&resolver, &inner.kernel, backends.iter().map(|&a| (f, a)))
+            });
+            (
+                inner.cfg.dataplane.interfaces.clone(),
+                missing,
+                inner.kernel.clone(),
+            )
+        };
+        let (interfaces, missing, kernel) = fresh;
+        let fresh =
+            neighbors::await_resolved(&interfaces, &missing, &kernel, neighbors::RESOLVE_WAIT);
+        self.change_seeing(fresh, |m, _| {
             m.rollout(service, backends, SystemTime::now())
                 .map_err(Into::into)
         })
@@ -262,7 +305,22 @@ impl ControlPlane {
     /// refused and the running state kept.
     pub fn reload(&self) -> Result<ReconcileReport, ControlError> {
         let cfg = config::load(&self.config_path)?;
-        let report = self.change(|m, new_cfg| {
+        // New backends are resolved first, as for a rollout.
+        let kernel = self.lock().kernel.clone();
+        let missing = neighbors::to_resolve(
+            &Resolver::new(&cfg, &kernel),
+            &kernel,
+            cfg.services
+                .iter()
+                .flat_map(|s| s.backends.iter().map(|&a| (s.forwarding, a))),
+        );
+        let fresh = neighbors::await_resolved(
+            &cfg.dataplane.interfaces,
+            &missing,
+            &kernel,
+            neighbors::RESOLVE_WAIT,
+        );
+        let report = self.change_seeing(fresh, |m, new_cfg| {
             let r = m.reconcile(&cfg, SystemTime::now())?;
             *new_cfg = Some(cfg);
             Ok(r)
@@ -323,19 +381,7 @@ impl ControlPlane {
         };
         let kernel = neighbors::kernel_view(&interfaces, &last);
         let mut inner = self.lock();
-        if kernel != inner.kernel {
-            inner.kernel = kernel;
-            let current = self.cell.load_full();
-            match neighbors::refresh(&inner.cfg, &current, &inner.kernel) {
-                Ok(Some(next)) => {
-                    inner.generation = next.generation;
-                    tracing::info!(generation = next.generation, "next hops changed");
-                    self.publish(Arc::new(next));
-                }
-                Ok(None) => {}
-                Err(e) => tracing::warn!(error = %e, "next-hop refresh failed"),
-            }
-        }
+        self.adopt(&mut inner, kernel);
         // Unknown next hops are solicited on every tick until resolved.
         let inner = &mut *inner;
         neighbors::solicit_unresolved(
@@ -344,6 +390,41 @@ impl ControlPlane {
             &inner.kernel,
             &mut inner.explained,
         );
+    }
+
+    /// Makes `kernel` the view next hops come from; when it differs from
+    /// the last one, publishes the current snapshot with its next hops
+    /// refreshed (if any changed). Called with the lock held.
+    fn adopt(&self, inner: &mut Inner, kernel: KernelView) {
+        if kernel == inner.kernel {
+            return;
+        }
+        inner.kernel = kernel;
+        let current = self.cell.load_full();
+        match neighbors::refresh(&inner.cfg, &current, &inner.kernel) {
+            Ok(Some(next)) => {
+                inner.generation = next.generation;
+                tracing::info!(generation = next.generation, "next hops changed");
+                self.publish(Arc::new(next));
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "next-hop refresh failed"),
+        }
+    }
+
+    /// [`ControlPlane::change`] after adopting `fresh`, a kernel view read
+    /// without the lock (see [`ControlPlane::rollout`]), under the same
+    /// lock, so that no tick can put an older view back in between.
+    fn change_seeing<T>(
+        &self,
+        fresh: Option<KernelView>,
+        f: impl FnOnce(&mut VersionManager, &mut Option<Config>) -> Result<T, ControlError>,
+    ) -> Result<T, ControlError> {
+        let mut inner = self.lock();
+        if let Some(kernel) = fresh {
+            self.adopt(&mut inner, kernel);
+        }
+        self.change_locked(inner, f)
     }
 
     /// Applies `f` to a copy of the manager; when the copy changed, publishes
@@ -368,7 +449,15 @@ impl ControlPlane {
         &self,
         f: impl FnOnce(&mut VersionManager, &mut Option<Config>) -> Result<T, ControlError>,
     ) -> Result<T, ControlError> {
-        let mut inner = self.lock();
+        self.change_locked(self.lock(), f)
+    }
+
+    /// [`ControlPlane::change`] with the lock already taken.
+    fn change_locked<T>(
+        &self,
+        mut inner: MutexGuard<'_, Inner>,
+        f: impl FnOnce(&mut VersionManager, &mut Option<Config>) -> Result<T, ControlError>,
+    ) -> Result<T, ControlError> {
         let mut next = inner.manager.clone();
         let mut new_cfg = None;
         let out = f(&mut next, &mut new_cfg)?;
@@ -469,6 +558,15 @@ fn vips_of(snap: &Snapshot) -> Vec<IpAddr> {
     v.sort();
     v.dedup();
     v
+}
+
+/// Every backend of every version in `snap`, with its service's
+/// forwarding mode.
+fn backends_of(snap: &Snapshot) -> Vec<(Forwarding, IpAddr)> {
+    snap.versions()
+        .filter_map(|v| Some((snap.service(v.service)?.forwarding, v)))
+        .flat_map(|(f, v)| v.backends.iter().map(move |b| (f, b.addr)))
+        .collect()
 }
 
 /// `snap` with next hops filled in from the static table and the kernel's.
