@@ -91,9 +91,18 @@ pub type VipHook = Box<dyn Fn(&[IpAddr]) + Send + Sync>;
 /// publishing order with it).
 pub type PublishObserver = Box<dyn Fn(&Snapshot) + Send + Sync>;
 
+/// Rollouts and releases per service, as [`VersionManager::tallies`] gives
+/// them.
+type Tallies = Vec<(String, u64, [u64; ReleaseReason::ALL.len()])>;
+
 /// The control plane of one running appliance.
 pub struct ControlPlane {
     inner: Mutex<Inner>,
+    /// The settled manager's tallies, behind a lock of their own: a change
+    /// holds `inner` across the state file's fsync, which a busy disk can
+    /// stretch to seconds, and the metrics exporter must not freeze with
+    /// it.
+    tallies: Mutex<Tallies>,
     vip_hook: std::sync::OnceLock<VipHook>,
     observer: std::sync::OnceLock<PublishObserver>,
     cell: Arc<SnapshotCell>,
@@ -154,6 +163,7 @@ impl ControlPlane {
         let mut explained = HashSet::new();
         neighbors::solicit_unresolved(&cfg, &first, &kernel, &mut explained);
         Ok(ControlPlane {
+            tallies: Mutex::new(manager.tallies()),
             inner: Mutex::new(Inner {
                 manager,
                 static_hops,
@@ -540,6 +550,7 @@ impl ControlPlane {
         inner.generation = snap.generation;
         self.publish(Arc::new(snap));
         inner.manager = next;
+        *self.tallies.lock().unwrap_or_else(|e| e.into_inner()) = inner.manager.tallies();
         inner.manager.settle();
         if let Some(cfg) = new_cfg {
             inner.static_hops = nexthop::static_hops(&cfg);
@@ -588,16 +599,19 @@ fn with_next_hops(
 
 impl ControlCounts for ControlPlane {
     fn rollouts(&self) -> Vec<(String, u64)> {
-        let tallies = self.lock().manager.tallies();
-        tallies.into_iter().map(|(name, n, _)| (name, n)).collect()
+        let tallies = self.tallies.lock().unwrap_or_else(|e| e.into_inner());
+        tallies
+            .iter()
+            .map(|(name, n, _)| (name.clone(), *n))
+            .collect()
     }
 
     fn releases(&self) -> Vec<(String, String, u64)> {
-        let tallies = self.lock().manager.tallies();
+        let tallies = self.tallies.lock().unwrap_or_else(|e| e.into_inner());
         let mut out = Vec::new();
-        for (name, _, by_reason) in tallies {
+        for (name, _, by_reason) in tallies.iter() {
             for (r, n) in ReleaseReason::ALL.into_iter().zip(by_reason) {
-                out.push((name.clone(), r.as_str().to_owned(), n));
+                out.push((name.clone(), r.as_str().to_owned(), *n));
             }
         }
         out

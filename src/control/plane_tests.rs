@@ -225,3 +225,43 @@ fn failed_state_write_takes_the_staged_version_out_and_a_restart_forgets_it() {
         .rollout("web", &[ip("10.0.1.11"), ip("10.0.1.13")])
         .unwrap_or_else(|e| panic!("rollout after restart: {e}"));
 }
+
+/// The metrics exporter reads the rollout and release counts while a
+/// change holds the control lock (as it does across the state file's
+/// fsync, which a busy disk stretches to seconds): it must not wait for it.
+#[test]
+fn counts_for_the_metrics_do_not_wait_for_a_change() {
+    use crate::telemetry::metrics::ControlCounts;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let (plane, _state) = start(dir.path());
+    let plane = Arc::new(plane);
+    let weak = Arc::downgrade(&plane);
+    let answered = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&answered);
+    // Called with the control lock held, once per publish.
+    plane.set_publish_observer(Box::new(move |_: &Snapshot| {
+        let Some(plane) = weak.upgrade() else {
+            return;
+        };
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(plane.rollouts());
+        });
+        let got = rx.recv_timeout(Duration::from_secs(2)).ok();
+        log.lock().unwrap_or_else(|e| e.into_inner()).push(got);
+    }));
+    plane
+        .rollout("web", &[ip("10.0.1.11"), ip("10.0.1.13")])
+        .unwrap_or_else(|e| panic!("rollout: {e}"));
+    let seen = answered.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    assert!(!seen.is_empty(), "the rollout published nothing");
+    for got in &seen {
+        // Read during the change: the settled counts, from before it.
+        assert_eq!(got.as_deref(), Some(&[("web".to_owned(), 0)][..]));
+    }
+    // Settled: the rollout is counted.
+    assert_eq!(plane.rollouts(), [("web".to_owned(), 1)]);
+}
