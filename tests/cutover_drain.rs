@@ -288,12 +288,23 @@ fn open(lb: &Lb, vip: &str, n: usize) -> Vec<Conn> {
 }
 
 /// One more exchange on every connection: each must still reach the
-/// backend it started on (no reset, no move).
-fn exchange(conns: &mut [Conn], when: &str) {
+/// backend it started on (no reset, no move). A failure shows cutover's
+/// log and its drop and packet counters.
+fn exchange(lb: &Lb, conns: &mut [Conn], when: &str) {
     for (i, c) in conns.iter_mut().enumerate() {
-        let who = c
-            .ask()
-            .unwrap_or_else(|e| panic!("{when}: connection {i} failed: {e}"));
+        let who = c.ask().unwrap_or_else(|e| {
+            panic!(
+                "{when}: connection {i} ({:?}) failed: {e}\n{}\n{}",
+                c.stream.local_addr(),
+                lb.log(),
+                lb.metrics()
+                    .lines()
+                    .filter(|l| !l.starts_with('#')
+                        && (l.contains("drops") || l.contains("packets") || l.contains("flow")))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            )
+        });
         assert_eq!(
             who, c.backend,
             "{when}: connection {i} moved from {} to {who}",
@@ -370,12 +381,12 @@ fn cutover_with_long_lived_connections(prefix: &str, flow_table_size: usize) {
     let lb = setup(prefix, flow_table_size);
     assert_eq!(lb.resolve().as_deref(), Some(V1_VIP));
     let mut old = open(&lb, V1_VIP, 100);
-    exchange(&mut old, "before the rollout");
+    exchange(&lb, &mut old, "before the rollout");
     let v1_backends: BTreeSet<String> = ["b1", "b2", "b3"].map(String::from).into();
     assert!(backends_of(&old).keys().all(|b| v1_backends.contains(b)));
 
     let v2_vip = rollout_by_reload(&lb);
-    exchange(&mut old, "right after the rollout");
+    exchange(&lb, &mut old, "right after the rollout");
 
     let mut new = open(&lb, &v2_vip, 60);
     let share = backends_of(&new);
@@ -387,8 +398,8 @@ fn cutover_with_long_lived_connections(prefix: &str, flow_table_size: usize) {
         share.len() >= 3,
         "new connections spread over v2: {share:?}"
     );
-    exchange(&mut new, "new connections");
-    exchange(&mut old, "during the drain");
+    exchange(&lb, &mut new, "new connections");
+    exchange(&lb, &mut old, "during the drain");
 
     // A draining version still takes new connections on its own VIP.
     let late = open(&lb, V1_VIP, 1);
@@ -399,7 +410,7 @@ fn cutover_with_long_lived_connections(prefix: &str, flow_table_size: usize) {
     // live; their packets are what keep it).
     let until = Instant::now() + Duration::from_secs(QUIET + 2);
     while Instant::now() < until {
-        exchange(&mut old, "while the connections keep talking");
+        exchange(&lb, &mut old, "while the connections keep talking");
         std::thread::sleep(Duration::from_millis(300));
     }
     assert!(
@@ -409,7 +420,7 @@ fn cutover_with_long_lived_connections(prefix: &str, flow_table_size: usize) {
     );
 
     close_and_expect_release(&lb, old);
-    exchange(&mut new, "after v1's release");
+    exchange(&lb, &mut new, "after v1's release");
 }
 
 #[test]
@@ -435,9 +446,9 @@ fn kill_9_during_the_drain_then_restart_keeps_old_connections() {
     }
     let mut lb = setup("drn3", 1 << 16);
     let mut old = open(&lb, V1_VIP, 50);
-    exchange(&mut old, "before the rollout");
+    exchange(&lb, &mut old, "before the rollout");
     let v2_vip = rollout_by_reload(&lb);
-    exchange(&mut old, "after the rollout");
+    exchange(&lb, &mut old, "after the rollout");
 
     lb.signal("-KILL");
     if let Some(mut c) = lb.cutover.take() {
@@ -462,7 +473,7 @@ fn kill_9_during_the_drain_then_restart_keeps_old_connections() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    exchange(&mut old, "after the restart");
+    exchange(&lb, &mut old, "after the restart");
     close_and_expect_release(&lb, old);
 }
 
@@ -473,7 +484,7 @@ fn rollback_during_the_drain_and_a_failed_backend() {
     }
     let mut lb = setup("drn4", 1 << 16);
     let mut old = open(&lb, V1_VIP, 30);
-    exchange(&mut old, "before the rollout");
+    exchange(&lb, &mut old, "before the rollout");
 
     // Rollout through the admin API (the CLI), then rollback: DNS follows
     // both, and v1's connections never notice.
@@ -487,14 +498,14 @@ fn rollback_during_the_drain_and_a_failed_backend() {
     assert!(out.contains("version 2"), "{out}");
     let v2_vip = lb.wait_dns(|a| a != V1_VIP, "v2's VIP after the rollout");
     assert!(out.contains(&v2_vip), "rollout prints the new VIP: {out}");
-    exchange(&mut old, "after the rollout");
+    exchange(&lb, &mut old, "after the rollout");
     let mut on_v2 = open(&lb, &v2_vip, 10);
 
     let out = lb.cli(&["rollback", "web"]);
     assert!(out.contains('1'), "{out}");
     lb.wait_dns(|a| a == V1_VIP, "v1's VIP again after the rollback");
-    exchange(&mut old, "after the rollback");
-    exchange(&mut on_v2, "v2's connections while v2 drains");
+    exchange(&lb, &mut old, "after the rollback");
+    exchange(&lb, &mut on_v2, "v2's connections while v2 drains");
     let status = lb.cli(&["status", "--json"]);
     let json: serde_json::Value = serde_json::from_str(&status).expect("status json");
     let states: Vec<(u64, String)> = json[0]["versions"]
@@ -552,5 +563,5 @@ fn rollback_during_the_drain_and_a_failed_backend() {
     );
     // Connections to the healthy backends kept theirs.
     let mut alive: Vec<Conn> = old.into_iter().filter(|c| c.backend != "b2").collect();
-    exchange(&mut alive, "after b2 died");
+    exchange(&lb, &mut alive, "after b2 died");
 }
