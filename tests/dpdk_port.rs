@@ -37,6 +37,7 @@ fn eal() -> &'static Eal {
             "--vdev=net_ring0",
             "--vdev=net_ring1",
             "--vdev=net_ring2",
+            "--vdev=net_ring3",
         ]
         .map(String::from)
         .to_vec();
@@ -109,6 +110,43 @@ fn ring_loops_frames_back_without_copy() {
     let dev = port.device_stats().expect("device stats");
     assert!(dev.opackets >= 5, "{dev:?}");
     assert!(port.mac_address().is_ok());
+}
+
+/// A worker thread registers as an lcore: the pool's per-lcore cache then
+/// takes the mbufs it frees (a plain thread has none and goes to the ring),
+/// and detaching gives the lcore back to the EAL.
+#[test]
+fn a_worker_thread_becomes_an_lcore_and_uses_the_pool_cache() {
+    let port = DpdkPort::open(eal(), "net_ring3", 0, &small()).expect("open net_ring3");
+    let port = std::thread::spawn(move || {
+        let mut port = port;
+        let churn = |port: &mut DpdkPort| {
+            let bufs: Vec<Mbuf> = (0..16).map(|_| port.alloc().expect("alloc")).collect();
+            for b in bufs {
+                port.free(b);
+            }
+        };
+        churn(&mut port);
+        assert_eq!(port.lcore(), None);
+        assert_eq!(port.cached_mbufs(), 0, "a plain thread has no cache");
+        port.attach_thread();
+        let lcore = port.lcore().expect("registered as an lcore");
+        assert_ne!(lcore, 0, "lcore 0 is the EAL's main lcore");
+        churn(&mut port);
+        let cached = port.cached_mbufs();
+        // Up to DPDK's flush threshold, 1.5 times the cache size (32).
+        assert!(
+            (1..=48).contains(&cached),
+            "the freed mbufs went to the lcore cache: {cached}"
+        );
+        port.detach_thread();
+        assert_eq!(port.lcore(), None);
+        assert_eq!(port.cached_mbufs(), 0, "no lcore after detaching");
+        port
+    })
+    .join()
+    .expect("worker thread");
+    drop(port);
 }
 
 #[test]

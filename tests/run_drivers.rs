@@ -48,12 +48,19 @@ fn start_backends(topo: &Topology) -> Vec<NameServer> {
         .collect()
 }
 
-fn stop(cutover: KillOnDrop, log: &Path) {
+fn stop(cutover: KillOnDrop, log: &Path, driver: &str) {
     let text = stop_cutover(cutover, log);
     assert!(
         text.contains("stopped"),
         "no clean stop in the log:\n{text}"
     );
+    // DPDK workers are lcores, so the mempool caches serve them.
+    if driver == "dpdk" {
+        assert!(
+            text.contains("worker registered as a DPDK lcore"),
+            "a DPDK worker without an lcore:\n{text}"
+        );
+    }
 }
 
 fn run_case(prefix: &str, driver: &str, forwarding: &str) {
@@ -112,7 +119,7 @@ fn run_case(prefix: &str, driver: &str, forwarding: &str) {
         );
     }
     check_metrics(&topo);
-    stop(cutover, &log);
+    stop(cutover, &log, driver);
 }
 
 /// The value of the sample whose line starts with `series` (name and

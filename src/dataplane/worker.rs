@@ -46,6 +46,7 @@ pub fn run<P: Port>(
     let mut tx: Vec<P::Buf> = Vec::with_capacity(burst * 5);
     let mut verdicts = vec![Verdict::Drop(DropReason::NoService); burst];
     let mut empty_polls: u32 = 0;
+    port.attach_thread();
     while !stop.load(Ordering::Relaxed) {
         // A failed receive is an empty poll: the driver logs and recovers.
         let n = port.rx_burst(&mut rx, burst).unwrap_or_default();
@@ -83,6 +84,7 @@ pub fn run<P: Port>(
         pipe.recycle_extra();
         transmit(&mut port, &mut tx, pipe);
     }
+    port.detach_thread();
     port
 }
 

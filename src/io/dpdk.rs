@@ -129,8 +129,9 @@ pub struct DpdkOptions {
     /// pipeline and TX descriptors (default 8191; 2^n - 1 is the mempool's
     /// best size).
     pub pool_size: u32,
-    /// Per-lcore cache of each pool (default 256). Used only by EAL
-    /// threads; a plain worker thread goes straight to the pool's ring.
+    /// Per-lcore cache of each pool (default 256). It serves lcores only:
+    /// EAL threads, and workers, which register as lcores when they start
+    /// ([`Port::attach_thread`]).
     pub pool_cache: u32,
     /// Receive every frame on the wire, not only those to the port's MAC
     /// (default off).
@@ -243,6 +244,9 @@ pub struct DpdkPort {
     queue: u16,
     pool: NonNull<sys::rte_mempool>,
     stats: DpdkStats,
+    /// The lcore id of the worker thread, once [`Port::attach_thread`]
+    /// registered it.
+    lcore: Option<u32>,
 }
 
 // SAFETY: the pool pointer is a DPDK mempool, usable from any thread
@@ -346,6 +350,7 @@ impl DpdkPort {
             queue,
             pool: dev.pools[q].0,
             stats: DpdkStats::default(),
+            lcore: None,
         })
     }
 
@@ -362,6 +367,21 @@ impl DpdkPort {
     /// This queue's counters.
     pub fn stats(&self) -> DpdkStats {
         self.stats
+    }
+
+    /// The lcore id the worker thread registered as (see
+    /// [`Port::attach_thread`]); `None` before, after, or when no lcore
+    /// was left.
+    pub fn lcore(&self) -> Option<u32> {
+        self.lcore
+    }
+
+    /// Mbufs of this queue's pool in the calling thread's per-lcore cache
+    /// (0 for a thread that is not an lcore).
+    pub fn cached_mbufs(&self) -> u32 {
+        // SAFETY: the pool is a valid mempool for the life of the process;
+        // the call reads the calling lcore's cache of it only.
+        unsafe { sys::cutover_mempool_cached(self.pool.as_ptr()) }
     }
 
     /// The port's MAC address (the source of frames the LB sends).
@@ -465,6 +485,46 @@ impl Port for DpdkPort {
 
     fn free(&mut self, buf: Mbuf) {
         drop(buf);
+    }
+
+    /// Registers the worker thread as a DPDK lcore (`rte_thread_register`):
+    /// a plain thread has no lcore id, and the pool's per-lcore cache
+    /// (`pool_cache`) only serves lcores; without it every mbuf alloc and
+    /// free goes to the shared ring, with an atomic operation each.
+    fn attach_thread(&mut self) {
+        if self.lcore.is_some() {
+            return;
+        }
+        // SAFETY: registers the calling thread with the EAL, which is
+        // initialised (a port exists).
+        let id = unsafe { sys::cutover_thread_register() };
+        match u32::try_from(id) {
+            Ok(id) => {
+                self.lcore = Some(id);
+                tracing::info!(
+                    port = self.port,
+                    queue = self.queue,
+                    lcore = id,
+                    "worker registered as a DPDK lcore"
+                );
+            }
+            Err(_) => tracing::warn!(
+                port = self.port,
+                queue = self.queue,
+                error = %strerror(rte_errno()),
+                "worker not registered as a DPDK lcore; its mbufs bypass the per-lcore cache"
+            ),
+        }
+    }
+
+    /// Returns the thread's cached mbufs to the pool and its lcore to the
+    /// EAL.
+    fn detach_thread(&mut self) {
+        if self.lcore.take().is_some() {
+            // SAFETY: the calling thread registered in `attach_thread`; the
+            // pool is valid for the life of the process.
+            unsafe { sys::cutover_thread_unregister(self.pool.as_ptr()) };
+        }
     }
 
     fn alloc(&mut self) -> Option<Mbuf> {

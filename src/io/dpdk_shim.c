@@ -26,6 +26,32 @@ char *cutover_pktmbuf_prepend(struct rte_mbuf *m, uint16_t len) { return rte_pkt
 
 char *cutover_pktmbuf_adj(struct rte_mbuf *m, uint16_t len) { return rte_pktmbuf_adj(m, len); }
 
+int cutover_thread_register(void)
+{
+	unsigned id;
+
+	if (rte_thread_register() != 0)
+		return -1;
+	id = rte_lcore_id();
+	return id == LCORE_ID_ANY ? -1 : (int)id;
+}
+
+void cutover_thread_unregister(struct rte_mempool *mp)
+{
+	struct rte_mempool_cache *c = rte_mempool_default_cache(mp, rte_lcore_id());
+
+	if (c != NULL)
+		rte_mempool_cache_flush(c, mp);
+	rte_thread_unregister();
+}
+
+unsigned cutover_mempool_cached(struct rte_mempool *mp)
+{
+	struct rte_mempool_cache *c = rte_mempool_default_cache(mp, rte_lcore_id());
+
+	return c == NULL ? 0 : c->len;
+}
+
 /* A symmetric Toeplitz key: both directions of a flow hash alike. */
 static uint8_t symmetric_rss_key[40] = {
 	0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a,

@@ -29,6 +29,19 @@ void cutover_pktmbuf_free(struct rte_mbuf *m);
 char *cutover_pktmbuf_prepend(struct rte_mbuf *m, uint16_t len);
 char *cutover_pktmbuf_adj(struct rte_mbuf *m, uint16_t len);
 
+/* Registers the calling (non-EAL) thread as an lcore, so that mempools'
+ * per-lcore caches serve it. Returns its lcore id, or -1 with rte_errno set
+ * (no lcore left: the thread still works, through the pools' rings). */
+int cutover_thread_register(void);
+
+/* Returns the calling thread's objects cached for `mp` to the pool, then
+ * releases its lcore (rte_thread_unregister does not flush caches). */
+void cutover_thread_unregister(struct rte_mempool *mp);
+
+/* Objects in the calling lcore's cache of `mp`; 0 for a thread without an
+ * lcore or a pool without caches. */
+unsigned cutover_mempool_cached(struct rte_mempool *mp);
+
 /* Configures `port` with `nb_queues` RX/TX queue pairs (RSS over IP, TCP
  * and UDP when nb_queues > 1 and the device offers it), RX queue q filling
  * from pools[q], and starts it. Returns 0, or a negative errno with *step

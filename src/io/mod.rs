@@ -41,4 +41,14 @@ pub trait Port {
     /// A buffer for a frame the pipeline creates itself (a second IPv4
     /// fragment); `None` when the pool is empty.
     fn alloc(&mut self) -> Option<Self::Buf>;
+
+    /// Called once on the worker's thread before its first burst. A
+    /// driver with per-thread state sets it up here: DPDK registers the
+    /// thread as an lcore, so its mempool's per-lcore cache serves the
+    /// worker instead of the shared ring.
+    fn attach_thread(&mut self) {}
+
+    /// Called once on the worker's thread after its last burst, before the
+    /// port is dropped: undoes [`Port::attach_thread`].
+    fn detach_thread(&mut self) {}
 }
