@@ -105,6 +105,17 @@ pub fn run(cfg: &Config, config_path: &Path, stop: Arc<AtomicBool>) -> Result<()
         stats.clone(),
         epoch,
     )?);
+    if cfg.dataplane.driver == Driver::AfPacket {
+        let vips: Vec<_> = plane
+            .cell()
+            .load()
+            .versions()
+            .flat_map(|v| v.vips.iter().copied())
+            .collect();
+        for warning in crate::control::vip_routes::check(cfg, &vips) {
+            tracing::warn!("{warning}");
+        }
+    }
     let handles = start_workers(cfg, &plane, &stats, epoch, &stop)?;
     let mut services = Services::default();
     let started = start_services(cfg, &plane, &stop, &mut services);

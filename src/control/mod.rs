@@ -11,3 +11,4 @@ pub mod plane;
 pub mod pool;
 pub mod state;
 pub mod versions;
+pub mod vip_routes;

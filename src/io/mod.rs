@@ -16,6 +16,7 @@ pub mod memory;
 mod mmap;
 pub mod neigh;
 pub mod pcap;
+pub mod route;
 
 /// A source and sink of frames, polled in bursts by one worker.
 ///

@@ -159,6 +159,22 @@ pub(crate) fn dump_messages(
     )))
 }
 
+/// Sends the one-answer request `request` (sequence `seq`, not a dump) on
+/// a new `NETLINK_ROUTE` socket and passes the messages of the reply's
+/// datagram to `each`; the kernel's refusal (`NLMSG_ERROR`) is the error.
+/// Shared with the route lookup ([`crate::io::route`]).
+pub(crate) fn request_one(
+    request: &[u8],
+    seq: u32,
+    each: &mut dyn FnMut(u16, &[u8]),
+) -> io::Result<()> {
+    let sock = NetlinkSocket::open()?;
+    sock.send(request)?;
+    let mut buf = vec![0u8; RECV_BUF];
+    let n = sock.recv(&mut buf)?;
+    walk_batch(buf.get(..n).unwrap_or_default(), seq, each).map(|_| ())
+}
+
 /// The `RTM_GETNEIGH` dump request: a netlink header and a zeroed `ndmsg`
 /// (family `AF_UNSPEC`, so both families are dumped).
 pub fn dump_request(seq: u32) -> [u8; NLMSG_HDRLEN + NDMSG_LEN] {
