@@ -91,6 +91,10 @@ pub type VipHook = Box<dyn Fn(&[IpAddr]) + Send + Sync>;
 /// publishing order with it).
 pub type PublishObserver = Box<dyn Fn(&Snapshot) + Send + Sync>;
 
+/// A state file write at least this long is logged: a change holds the
+/// control lock across it.
+const SLOW_STATE_WRITE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Rollouts and releases per service, as [`VersionManager::tallies`] gives
 /// them.
 type Tallies = Vec<(String, u64, [u64; ReleaseReason::ALL.len()])>;
@@ -509,7 +513,15 @@ impl ControlPlane {
                 self.publish(Arc::clone(&staged));
                 parent = staged;
             }
-            if let Err(e) = state::save(path, &next.persisted(SystemTime::now())) {
+            let writing = Instant::now();
+            let saved = state::save(path, &next.persisted(SystemTime::now()));
+            let took = writing.elapsed();
+            if took >= SLOW_STATE_WRITE {
+                // Everything waits for it: DNS is not switched, the API and
+                // the drain rule queue behind the control lock.
+                tracing::warn!(path = %path.display(), ?took, "the state file write (fsync) was slow");
+            }
+            if let Err(e) = saved {
                 if generation != inner.generation {
                     // Take the staged version out of the data plane again.
                     match inner.manager.snapshot_from(
