@@ -144,19 +144,7 @@ pub(crate) fn dump_messages(
     seq: u32,
     each: &mut dyn FnMut(u16, &[u8]),
 ) -> io::Result<()> {
-    let sock = NetlinkSocket::open()?;
-    sock.send(request)?;
-    let mut buf = vec![0u8; RECV_BUF];
-    for _ in 0..MAX_READS {
-        let n = sock.recv(&mut buf)?;
-        let data = buf.get(..n).unwrap_or_default();
-        if walk_batch(data, seq, each)? == Progress::Done {
-            return Ok(());
-        }
-    }
-    Err(io::Error::other(format!(
-        "netlink dump: no NLMSG_DONE after {MAX_READS} reads"
-    )))
+    converse(request, seq, each, MAX_READS)
 }
 
 /// Sends the one-answer request `request` (sequence `seq`, not a dump) on
@@ -168,11 +156,31 @@ pub(crate) fn request_one(
     seq: u32,
     each: &mut dyn FnMut(u16, &[u8]),
 ) -> io::Result<()> {
+    converse(request, seq, each, 1)
+}
+
+/// Sends `request` and walks up to `reads` datagrams of the reply (see
+/// [`walk_batch`]); a dump must end with `NLMSG_DONE` within them, a
+/// one-answer request (`reads` 1) needs none.
+fn converse(
+    request: &[u8],
+    seq: u32,
+    each: &mut dyn FnMut(u16, &[u8]),
+    reads: usize,
+) -> io::Result<()> {
     let sock = NetlinkSocket::open()?;
     sock.send(request)?;
     let mut buf = vec![0u8; RECV_BUF];
-    let n = sock.recv(&mut buf)?;
-    walk_batch(buf.get(..n).unwrap_or_default(), seq, each).map(|_| ())
+    for _ in 0..reads {
+        let n = sock.recv(&mut buf)?;
+        let data = buf.get(..n).unwrap_or_default();
+        if walk_batch(data, seq, each)? == Progress::Done || reads == 1 {
+            return Ok(());
+        }
+    }
+    Err(io::Error::other(format!(
+        "netlink dump: no NLMSG_DONE after {reads} reads"
+    )))
 }
 
 /// The `RTM_GETNEIGH` dump request: a netlink header and a zeroed `ndmsg`
