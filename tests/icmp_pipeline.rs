@@ -224,6 +224,60 @@ fn an_error_reaches_the_backend_that_holds_the_flow() {
     }
 }
 
+/// `quote` (an IPv6 packet) with the extension header `ext` (its first
+/// byte, the next header, is filled in) inserted after the IPv6 header as
+/// `kind` (0 hop-by-hop, 44 fragment).
+fn with_extension(quote: &[u8], kind: u8, ext: &[u8]) -> Vec<u8> {
+    let mut q = quote[..40].to_vec();
+    let mut ext = ext.to_vec();
+    ext[0] = q[6];
+    q[6] = kind;
+    let len = u16::from_be_bytes([q[4], q[5]]) + u16::try_from(ext.len()).expect("short");
+    q[4..6].copy_from_slice(&len.to_be_bytes());
+    q.extend_from_slice(&ext);
+    q.extend_from_slice(&quote[40..]);
+    q
+}
+
+/// A backend fragments its own large UDP replies: a router's "packet too
+/// big" then quotes a fragment header. An error quoting the first
+/// fragment, or a hop-by-hop header, reaches the flow's backend; one
+/// quoting a later fragment (no ports) is dropped as unsupported.
+#[test]
+fn errors_quoting_ipv6_extension_headers_reach_the_flows_backend() {
+    let snap = testkit::snapshot(1, BACKENDS, Forwarding::L2dsr, TABLE).expect("snapshot");
+    let mut pipe = testkit::pipeline(4096);
+    let vip = testkit::vip_v6(0);
+    let first_fragment = [0, 0, 0, 1, 0xde, 0xad, 0xbe, 0xef];
+    let later_fragment = [0, 0, 0x05, 0xa8, 0xde, 0xad, 0xbe, 0xef];
+    let hop_by_hop = [0, 0, 1, 4, 0, 0, 0, 0];
+    let mut seen = std::collections::HashSet::new();
+    for i in 0..32 {
+        let (c, port) = client_v6(i);
+        let client = IpAddr::from(c);
+        let syn = to_vip(client, vip.into(), port, true);
+        let held = backend_of(&burst(&mut pipe, &snap, 1, &[syn])[0].1);
+        seen.insert(held);
+        let quote = reply_quote(vip.into(), client, 80, port, 68);
+        for (kind, ext) in [(44, first_fragment), (0, hop_by_hop)] {
+            let error = packet_too_big(vip, &with_extension(&quote, kind, &ext));
+            let out = burst(&mut pipe, &snap, 2, std::slice::from_ref(&error));
+            assert_eq!(out[0].0, Verdict::Forward, "client {i}, header {kind}");
+            assert_eq!(backend_of(&out[0].1), held, "client {i}, header {kind}");
+            assert_eq!(out[0].1[14..], error[14..], "unchanged");
+        }
+        let later = packet_too_big(vip, &with_extension(&quote, 44, &later_fragment));
+        let out = burst(&mut pipe, &snap, 2, &[later]);
+        assert_eq!(out[0].0, Verdict::Drop(DropReason::Unsupported));
+        // Extension headers the quote cuts off: malformed.
+        let cut = packet_too_big(vip, &with_extension(&quote, 0, &hop_by_hop)[..44]);
+        let out = burst(&mut pipe, &snap, 2, &[cut]);
+        assert_eq!(out[0].0, Verdict::Drop(DropReason::Malformed));
+    }
+    assert!(seen.len() > 1, "flows on several backends");
+    assert_eq!(pipe.stats().icmp_forwarded.get(), 64);
+}
+
 /// An error about a flow this worker does not know goes to Maglev's
 /// backend for it, the one its next packet would reach, and leaves no
 /// entry behind.

@@ -171,52 +171,60 @@ impl<T: AsRef<[u8]>> Packet<T> {
     /// after more than [`MAX_EXT_HEADERS`] extension headers. Hop-by-hop is
     /// accepted anywhere in the chain, and AH is not walked.
     pub fn upper_layer(&self) -> Result<UpperLayer> {
-        let payload = self.payload();
-        let mut protocol = self.next_header();
-        let mut offset = 0usize;
-        for _ in 0..=MAX_EXT_HEADERS {
-            match protocol {
-                IpProtocol::HopByHop | IpProtocol::Ipv6Route | IpProtocol::Ipv6Opts => {
-                    let header = payload
-                        .get(offset..offset.saturating_add(2))
-                        .ok_or(Error::Truncated)?;
-                    let len = (usize::from(header[field::EXT_LEN]) + 1) * EXT_UNIT;
-                    let end = offset.checked_add(len).ok_or(Error::Malformed)?;
-                    if end > payload.len() {
-                        return Err(Error::Truncated);
-                    }
-                    protocol = IpProtocol::from(header[field::EXT_NXT_HDR]);
-                    offset = end;
-                }
-                IpProtocol::Ipv6Frag => {
-                    let end = offset.saturating_add(FRAG_HEADER_LEN);
-                    let header = payload.get(offset..end).ok_or(Error::Truncated)?;
-                    let off_m = read_u16(&header[field::FRAG_OFF_M]);
-                    return Ok(UpperLayer {
-                        protocol: IpProtocol::from(header[field::EXT_NXT_HDR]),
-                        offset: HEADER_LEN + end,
-                        fragment: Some(Fragment {
-                            ident: read_u32(&header[field::FRAG_IDENT]),
-                            offset: off_m & 0xfff8,
-                            more: off_m & 1 != 0,
-                        }),
-                    });
-                }
-                _ => {
-                    return Ok(UpperLayer {
-                        protocol,
-                        offset: HEADER_LEN + offset,
-                        fragment: None,
-                    })
-                }
-            }
-        }
-        Err(Error::Malformed)
+        walk_extensions(self.next_header(), self.payload())
     }
 
     fn payload_range(&self) -> core::ops::Range<usize> {
         HEADER_LEN..HEADER_LEN + usize::from(self.payload_len())
     }
+}
+
+/// The walk of [`Packet::upper_layer`] over `payload`, the bytes after an
+/// IPv6 header whose next header is `first`: also usable on a packet cut
+/// short, such as the one an ICMPv6 error quotes, as long as its
+/// extension headers are whole. Offsets in the result count from the
+/// start of the IPv6 header.
+pub fn walk_extensions(first: IpProtocol, payload: &[u8]) -> Result<UpperLayer> {
+    let mut protocol = first;
+    let mut offset = 0usize;
+    for _ in 0..=MAX_EXT_HEADERS {
+        match protocol {
+            IpProtocol::HopByHop | IpProtocol::Ipv6Route | IpProtocol::Ipv6Opts => {
+                let header = payload
+                    .get(offset..offset.saturating_add(2))
+                    .ok_or(Error::Truncated)?;
+                let len = (usize::from(header[field::EXT_LEN]) + 1) * EXT_UNIT;
+                let end = offset.checked_add(len).ok_or(Error::Malformed)?;
+                if end > payload.len() {
+                    return Err(Error::Truncated);
+                }
+                protocol = IpProtocol::from(header[field::EXT_NXT_HDR]);
+                offset = end;
+            }
+            IpProtocol::Ipv6Frag => {
+                let end = offset.saturating_add(FRAG_HEADER_LEN);
+                let header = payload.get(offset..end).ok_or(Error::Truncated)?;
+                let off_m = read_u16(&header[field::FRAG_OFF_M]);
+                return Ok(UpperLayer {
+                    protocol: IpProtocol::from(header[field::EXT_NXT_HDR]),
+                    offset: HEADER_LEN + end,
+                    fragment: Some(Fragment {
+                        ident: read_u32(&header[field::FRAG_IDENT]),
+                        offset: off_m & 0xfff8,
+                        more: off_m & 1 != 0,
+                    }),
+                });
+            }
+            _ => {
+                return Ok(UpperLayer {
+                    protocol,
+                    offset: HEADER_LEN + offset,
+                    fragment: None,
+                })
+            }
+        }
+    }
+    Err(Error::Malformed)
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {

@@ -103,21 +103,25 @@ fn quoted_flow_v4(p: &mut Parsed, quote: &[u8]) -> Result<(), DropReason> {
 }
 
 /// Reads the flow an ICMPv6 "packet too big" quotes; as
-/// [`quoted_flow_v4`]. Only a quote whose TCP or UDP header follows the
-/// IPv6 header directly: one with extension headers is left as it is.
+/// [`quoted_flow_v4`]. The quote's extension headers are walked (a
+/// backend fragments its large UDP replies itself, so a router quotes a
+/// fragment header): a first fragment has the ports, a later one is left
+/// as it is. Extension headers cut short by the quote are malformed.
 fn quoted_flow_v6(p: &mut Parsed, quote: &[u8]) -> Result<(), DropReason> {
     let head = quote.get(..ipv6::HEADER_LEN).ok_or(DropReason::Malformed)?;
     let ip = ipv6::Packet::new_unchecked(head);
     if ip.version() != 6 {
         return Err(DropReason::Malformed);
     }
-    let l4 = quote
-        .get(ipv6::HEADER_LEN..ipv6::HEADER_LEN + QUOTED_L4)
-        .ok_or(DropReason::Malformed)?;
-    let protocol = u8::from(ip.next_header());
-    if !matches!(protocol, TCP | UDP) {
+    let rest = quote.get(ipv6::HEADER_LEN..).unwrap_or_default();
+    let upper = ipv6::walk_extensions(ip.next_header(), rest).map_err(|_| DropReason::Malformed)?;
+    let protocol = u8::from(upper.protocol);
+    if !matches!(protocol, TCP | UDP) || upper.fragment.is_some_and(|f| f.offset != 0) {
         return Ok(());
     }
+    let l4 = quote
+        .get(upper.offset..upper.offset + QUOTED_L4)
+        .ok_or(DropReason::Malformed)?;
     turn_around(
         p,
         ip.src_addr().octets(),
