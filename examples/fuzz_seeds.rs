@@ -123,8 +123,10 @@ fn tcp_v6(payload: usize) -> Result<Frame, Box<dyn std::error::Error>> {
 
 /// A path-MTU error from a router to service 0's VIP about the flow of
 /// `tcp_v4` (IPv4) or `tcp_v6`: it quotes the start of the backend's reply
-/// to the client, which the pipeline turns around to find the flow.
-fn path_mtu_error(v6: bool) -> Result<Frame, Box<dyn std::error::Error>> {
+/// to the client, which the pipeline turns around to find the flow. With
+/// `fragment` (IPv6 only) the quoted reply is a first fragment: a
+/// fragment header sits between its IPv6 and TCP headers.
+fn path_mtu_error(v6: bool, fragment: bool) -> Result<Frame, Box<dyn std::error::Error>> {
     let (reply, port) = if v6 {
         (
             PacketBuilder::ipv6(vip_v6(0).octets(), CLIENT_V6, 63),
@@ -141,6 +143,14 @@ fn path_mtu_error(v6: bool) -> Result<Frame, Box<dyn std::error::Error>> {
         .tcp(80, port, 7, 1024)
         .ack(2)
         .write(&mut quote, &[0x66; 40])?;
+    if v6 && fragment {
+        // Offset 0, more fragments; the next header moves into it.
+        let header = [quote[6], 0, 0, 1, 0, 0, 0, 9];
+        quote[6] = 44;
+        let len = u16::from_be_bytes([quote[4], quote[5]]) + 8;
+        quote[4..6].copy_from_slice(&len.to_be_bytes());
+        quote.splice(40..40, header);
+    }
     let eth = PacketBuilder::ethernet2(CLIENT_MAC, LB_MAC);
     let mut v = Vec::new();
     if v6 {
@@ -256,11 +266,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ("ipv4-options", input(&[&tcp_v4_options()?])?),
         ("vlan", input(&[&tcp_v4_vlan()?])?),
         ("ipv6", input(&[&tcp_v6(0)?, &tcp_v6(600)?])?),
-        ("icmp-frag-needed", input(&[&syn, &path_mtu_error(false)?])?),
+        (
+            "icmp-frag-needed",
+            input(&[&syn, &path_mtu_error(false, false)?])?,
+        ),
         ("echo", input(&pings()?.iter().collect::<Vec<_>>())?),
         (
             "icmpv6-packet-too-big",
-            input(&[&tcp_v6(0)?, &path_mtu_error(true)?])?,
+            input(&[&tcp_v6(0)?, &path_mtu_error(true, false)?])?,
+        ),
+        (
+            "icmpv6-too-big-fragment",
+            input(&[&tcp_v6(0)?, &path_mtu_error(true, true)?])?,
         ),
         (
             "ipv6-extensions",
