@@ -283,27 +283,13 @@ impl ControlPlane {
     /// is published and DNS names it: otherwise its first connections
     /// would meet `no_neighbor` drops until the next refresh.
     pub fn rollout(&self, service: &str, backends: &[IpAddr]) -> Result<VersionInfo, ControlError> {
-        let fresh = {
-            let inner = self.lock();
-            let forwarding = inner
-                .cfg
-                .services
+        let fresh = self.resolve_first(None, |cfg| {
+            cfg.services
                 .iter()
                 .find(|s| s.name == service)
-                .map(|s| s.forwarding);
-            let resolver = Resolver::with_static(&inner.cfg, &inner.static_hops, &inner.kernel);
-            let missing = forwarding.map_or_else(Vec::new, |f| {
-                neighbors::to_resolve(&resolver, &inner.kernel, backends.iter().map(|&a| (f, a)))
-            });
-            (
-                inner.cfg.dataplane.interfaces.clone(),
-                missing,
-                inner.kernel.clone(),
-            )
-        };
-        let (interfaces, missing, kernel) = fresh;
-        let fresh =
-            neighbors::await_resolved(&interfaces, &missing, &kernel, neighbors::RESOLVE_WAIT);
+                .map(|s| backends.iter().map(|&a| (s.forwarding, a)).collect())
+                .unwrap_or_default()
+        });
         self.change_seeing(fresh, |m, _| {
             m.rollout(service, backends, SystemTime::now())
                 .map_err(Into::into)
@@ -320,20 +306,12 @@ impl ControlPlane {
     pub fn reload(&self) -> Result<ReconcileReport, ControlError> {
         let cfg = config::load(&self.config_path)?;
         // New backends are resolved first, as for a rollout.
-        let kernel = self.lock().kernel.clone();
-        let missing = neighbors::to_resolve(
-            &Resolver::new(&cfg, &kernel),
-            &kernel,
+        let fresh = self.resolve_first(Some(&cfg), |cfg| {
             cfg.services
                 .iter()
-                .flat_map(|s| s.backends.iter().map(|&a| (s.forwarding, a))),
-        );
-        let fresh = neighbors::await_resolved(
-            &cfg.dataplane.interfaces,
-            &missing,
-            &kernel,
-            neighbors::RESOLVE_WAIT,
-        );
+                .flat_map(|s| s.backends.iter().map(|&a| (s.forwarding, a)))
+                .collect()
+        });
         let report = self.change_seeing(fresh, |m, new_cfg| {
             let r = m.reconcile(&cfg, SystemTime::now())?;
             *new_cfg = Some(cfg);
@@ -404,6 +382,39 @@ impl ControlPlane {
             &inner.kernel,
             &mut inner.explained,
         );
+    }
+
+    /// Asks the kernel for the next hops of `backends` (of `cfg`, a
+    /// configuration about to be applied, or else of the running one) that
+    /// it has not resolved, and waits for them (see
+    /// [`neighbors::RESOLVE_WAIT`]): what to ask is read under the lock,
+    /// the wait is without it. Returns the kernel view to adopt, `None`
+    /// when nothing needed asking.
+    fn resolve_first(
+        &self,
+        cfg: Option<&Config>,
+        backends: impl FnOnce(&Config) -> Vec<(Forwarding, IpAddr)>,
+    ) -> Option<KernelView> {
+        let (interfaces, missing, kernel) = {
+            let inner = self.lock();
+            let (cfg, resolver) = match cfg {
+                Some(cfg) => (cfg, Resolver::new(cfg, &inner.kernel)),
+                None => (
+                    &inner.cfg,
+                    Resolver::with_static(&inner.cfg, &inner.static_hops, &inner.kernel),
+                ),
+            };
+            let missing = neighbors::to_resolve(&resolver, &inner.kernel, backends(cfg));
+            if missing.is_empty() {
+                return None;
+            }
+            (
+                cfg.dataplane.interfaces.clone(),
+                missing,
+                inner.kernel.clone(),
+            )
+        };
+        neighbors::await_resolved(&interfaces, &missing, &kernel, neighbors::RESOLVE_WAIT)
     }
 
     /// Makes `kernel` the view next hops come from; when it differs from
