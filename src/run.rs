@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use crate::control::config::{Config, Driver, Idle};
 use crate::control::health::{self, HealthChecker};
 use crate::control::plane::ControlPlane;
+use crate::control::vip_routes;
 use crate::dataplane::pipeline::{Pipeline, PipelineOptions};
 use crate::dataplane::stats::{DropReason, WorkerStats};
 use crate::dataplane::worker::{self, IdleMode};
@@ -105,14 +106,19 @@ pub fn run(cfg: &Config, config_path: &Path, stop: Arc<AtomicBool>) -> Result<()
         stats.clone(),
         epoch,
     )?);
-    if cfg.dataplane.driver == Driver::AfPacket {
+    let sees = match cfg.dataplane.driver {
+        Driver::AfPacket => Some(vip_routes::KernelSees::Everything),
+        Driver::AfXdp => Some(vip_routes::KernelSees::NotLive),
+        _ => None,
+    };
+    if let Some(sees) = sees {
         let vips: Vec<_> = plane
             .cell()
             .load()
             .versions()
             .flat_map(|v| v.vips.iter().copied())
             .collect();
-        for warning in crate::control::vip_routes::check(cfg, &vips) {
+        for warning in vip_routes::check(cfg, &vips, sees) {
             tracing::warn!("{warning}");
         }
     }

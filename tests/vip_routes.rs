@@ -3,8 +3,10 @@
 //! kernel answers IPv6 clients with "no route" errors), a VIP that is an
 //! address of the host (the kernel answers with resets). The namespace
 //! topology installs blackhole routes, so it starts without a warning;
-//! then the routes are broken and cutover restarted. Needs root; skipped
-//! with a message otherwise.
+//! then the routes are broken and cutover restarted. On AF_XDP, which
+//! leaves the kernel only what is not a live VIP, those two are fine and
+//! only a routed VIP prefix with forwarding on (a loop through the router)
+//! is warned about. Needs root; skipped with a message otherwise.
 
 #[path = "common/cutover.rs"]
 mod cutover;
@@ -17,7 +19,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use cutover::{one_service_config, start_cutover, stop_cutover, VIP4};
-use netns::{run_in, Topology, VIP_V6_NET};
+use netns::{run_in, Topology, VIP_V4_NET, VIP_V6_NET};
 
 /// Starts cutover, waits until it serves, stops it, and returns its log.
 fn run_once(ns: &str, cfg: &Path, log: &Path) -> String {
@@ -39,7 +41,7 @@ fn ip_in(ns: &str, args: &[&str]) {
 }
 
 #[test]
-fn af_packet_warns_about_vips_the_kernel_would_answer() {
+fn warns_about_vip_traffic_the_kernel_would_answer_or_loop() {
     if !netns::netns_available() {
         eprintln!("skipping: needs root and `ip netns` (network namespaces)");
         return;
@@ -70,5 +72,33 @@ fn af_packet_warns_about_vips_the_kernel_would_answer() {
         warned(&format!("{VIP4} is an address of this host"))
             && warned(&format!("remove {VIP4} from this host's interfaces")),
         "no warning about the local VIP:\n{text}"
+    );
+
+    // AF_XDP: the kernel only sees what is not a live VIP. Neither of the
+    // above matters then; a routed prefix with forwarding on does (a loop
+    // through the router).
+    std::fs::write(&cfg, one_service_config(&topo, "af_xdp", "l2dsr", 1)).expect("config");
+    let text = run_once(lb, &cfg, &dir.path().join("xdp-ok.log"));
+    assert!(
+        !text.contains("VIP prefix"),
+        "AF_XDP warned about what only AF_PACKET minds:\n{text}"
+    );
+    ip_in(lb, &["route", "del", "blackhole", VIP_V4_NET]);
+    let client = topo.client.ipv4.to_string();
+    ip_in(lb, &["route", "add", VIP_V4_NET, "via", &client]);
+    let fwd = run_in(lb, "sysctl", &["-qw", "net.ipv4.conf.eth0.forwarding=1"]).expect("sysctl");
+    assert!(fwd.status.success(), "sysctl: {fwd:?}");
+    let text = run_once(lb, &cfg, &dir.path().join("xdp-loop.log"));
+    assert!(
+        text.lines().any(|l| l.contains("WARN")
+            && l.contains(&format!("VIP prefix {VIP_V4_NET}"))
+            && l.contains("forwarding is on")
+            && l.contains("af_xdp")
+            && l.contains(&format!("ip route add blackhole {VIP_V4_NET}"))),
+        "no warning about the forwarding loop:\n{text}"
+    );
+    assert!(
+        !text.contains(&format!("VIP prefix {VIP_V6_NET}")),
+        "AF_XDP warned about the IPv6 prefix:\n{text}"
     );
 }
