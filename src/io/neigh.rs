@@ -196,11 +196,18 @@ pub fn dump_request(seq: u32) -> [u8; NLMSG_HDRLEN + NDMSG_LEN] {
 /// the front of `req`, whose whole length (header and zeroed body) is the
 /// message length. `req` is at least `NLMSG_HDRLEN` long.
 pub(crate) fn write_dump_header(req: &mut [u8], kind: u16, seq: u32) {
+    write_header(req, kind, NLM_F_REQUEST | NLM_F_DUMP, seq);
+}
+
+/// Writes the netlink header of a request of message type `kind` with
+/// `flags` at the front of `req`, whose whole length is the message
+/// length. `req` is at least `NLMSG_HDRLEN` long.
+pub(crate) fn write_header(req: &mut [u8], kind: u16, flags: u16, seq: u32) {
     // A request is a few dozen bytes: the length always fits.
     let len = u32::try_from(req.len()).unwrap_or(u32::MAX);
     req[0..4].copy_from_slice(&len.to_ne_bytes());
     req[4..6].copy_from_slice(&kind.to_ne_bytes());
-    req[6..8].copy_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+    req[6..8].copy_from_slice(&flags.to_ne_bytes());
     req[8..12].copy_from_slice(&seq.to_ne_bytes());
 }
 

@@ -14,7 +14,8 @@ use std::io;
 use std::net::IpAddr;
 
 use crate::io::neigh::{
-    read_u32, request_one, walk_attrs, AF_INET, AF_INET6, NLMSG_HDRLEN, NLM_F_REQUEST, RTA_HDRLEN,
+    read_u32, request_one, walk_attrs, write_header, AF_INET, AF_INET6, NLMSG_HDRLEN,
+    NLM_F_REQUEST, RTA_HDRLEN,
 };
 
 const RTM_NEWROUTE: u16 = 24;
@@ -73,14 +74,11 @@ pub fn request(addr: IpAddr, seq: u32) -> Vec<u8> {
     let attr_len = RTA_HDRLEN + bytes.len();
     let len = NLMSG_HDRLEN + RTMSG_LEN + attr_len;
     let mut req = vec![0u8; len];
-    // A request is a few dozen bytes: the lengths always fit.
-    req[0..4].copy_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_ne_bytes());
-    req[4..6].copy_from_slice(&RTM_GETROUTE.to_ne_bytes());
-    req[6..8].copy_from_slice(&NLM_F_REQUEST.to_ne_bytes());
-    req[8..12].copy_from_slice(&seq.to_ne_bytes());
+    // A lookup, not a dump: one answer.
+    write_header(&mut req, RTM_GETROUTE, NLM_F_REQUEST, seq);
     let rtm = NLMSG_HDRLEN;
     req[rtm] = family;
-    // rtm_dst_len: the whole address.
+    // rtm_dst_len: the whole address. The attribute is 8 or 20 bytes.
     req[rtm + 1] = u8::try_from(bytes.len() * 8).unwrap_or(u8::MAX);
     let attr = rtm + RTMSG_LEN;
     req[attr..attr + 2].copy_from_slice(&u16::try_from(attr_len).unwrap_or(u16::MAX).to_ne_bytes());
