@@ -88,12 +88,7 @@ pub fn check(cfg: &Config, vips: &[IpAddr], sees: KernelSees) -> Vec<String> {
     let mut out = Vec::new();
     for prefix in prefixes {
         let v6 = matches!(prefix, IpNet::V6(_));
-        let on: Vec<&String> = cfg
-            .dataplane
-            .interfaces
-            .iter()
-            .filter(|i| forwarding(i, v6))
-            .collect();
+        let forwards = cfg.dataplane.interfaces.iter().any(|i| forwarding(i, v6));
         let mut probes = vec![prefix.network()];
         probes.extend(vips.iter().copied().filter(|v| prefix.contains(v)));
         for addr in probes {
@@ -104,7 +99,7 @@ pub fn check(cfg: &Config, vips: &[IpAddr], sees: KernelSees) -> Vec<String> {
                     continue;
                 }
             };
-            if let Some(why) = trouble(route, v6, !on.is_empty(), sees) {
+            if let Some(why) = trouble(route, v6, forwards, sees) {
                 let ip = if v6 { "ip -6" } else { "ip" };
                 let fix = if route == Route::Local {
                     format!("remove {addr} from this host's interfaces")
